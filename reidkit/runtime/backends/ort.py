@@ -1,0 +1,46 @@
+"""onnxruntime backends (CPU, and CUDA when a real GPU is present)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from reidkit.errors import MissingDependencyError
+
+
+def _ort():
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise MissingDependencyError("onnxruntime is not installed; pip install 'reidkit[cpu]' (or [gpu])") from None
+    return ort
+
+
+def cuda_provider_usable() -> bool:
+    """The CUDA provider is listed by onnxruntime-gpu even without a GPU: ask the driver too."""
+    from reidkit.runtime.gpu import detect_gpus
+
+    return "CUDAExecutionProvider" in _ort().get_available_providers() and bool(detect_gpus())
+
+
+class OrtBackend:
+    def __init__(self, onnx_path: str | Path, device: str = "cpu", threads: int | None = None) -> None:
+        ort = _ort()
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.intra_op_num_threads = threads or os.cpu_count() or 1
+        so.inter_op_num_threads = 1
+        so.log_severity_level = 3
+        if device == "cuda":
+            if not cuda_provider_usable():
+                raise MissingDependencyError("--backend ort-cuda needs onnxruntime-gpu and an NVIDIA GPU; use --backend ort-cpu")
+            providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        else:
+            providers = ["CPUExecutionProvider"]
+        self.name = f"ort-{device}"
+        self.session = ort.InferenceSession(str(onnx_path), sess_options=so, providers=providers)
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run(["embedding"], {"images": np.ascontiguousarray(batch)})[0]

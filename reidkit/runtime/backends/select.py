@@ -1,0 +1,78 @@
+"""Backend selection: ``auto`` = a TensorRT engine matching this GPU, else onnxruntime CUDA,
+else onnxruntime CPU. Only backends that can really load are tried, so nothing prints
+provider errors."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Protocol
+
+import numpy as np
+
+from reidkit.errors import ReidkitError
+from reidkit.runtime.bundle import Bundle, MemberSpec, verify_file
+
+BACKENDS = ("auto", "trt", "ort-cuda", "ort-cpu")
+
+
+class Backend(Protocol):
+    name: str
+
+    def run(self, batch: np.ndarray) -> np.ndarray: ...
+
+
+def _matching_engines(bundle: Bundle) -> dict[str, dict[str, Any]] | None:
+    """The bundle's engines for this GPU and TensorRT, one per member, or None."""
+    from reidkit.runtime.gpu import detect_gpus
+
+    gpus = detect_gpus()
+    if not gpus or not bundle.engines():
+        return None
+    try:
+        import tensorrt as trt
+    except ImportError:
+        return None
+    if not hasattr(trt, "Runtime"):
+        return None
+    found = {e["member"]: e for e in bundle.engines()
+             if e.get("tensorrt_version") == trt.__version__ and e.get("gpu_name") == gpus[0].name}
+    return found if all(m.name in found for m in bundle.members) else None
+
+
+def resolve_backend(bundle: Bundle, requested: str) -> str:
+    from reidkit.runtime.backends.ort import cuda_provider_usable
+
+    if requested not in BACKENDS:
+        raise ReidkitError(f"--backend {requested!r}: choose one of {', '.join(BACKENDS)}")
+    if requested != "auto":
+        return requested
+    if _matching_engines(bundle):
+        return "trt"
+    try:
+        if cuda_provider_usable():
+            return "ort-cuda"
+    except Exception:
+        pass
+    return "ort-cpu"
+
+
+def make_backends(bundle: Bundle, name: str, threads: int | None = None) -> list[Backend]:
+    """One backend per member, after checking every artefact it will load."""
+    if name == "trt":
+        engines = _matching_engines(bundle)
+        if engines is None:
+            raise ReidkitError(f"{bundle.root} has no TensorRT engine for this GPU and TensorRT version; "
+                               "build one with `reid-export --trt`, or use --backend ort-cuda / ort-cpu")
+        from reidkit.runtime.backends.trt import TensorRTBackend
+
+        out: list[Backend] = []
+        for m in bundle.members:
+            e = engines[m.name]
+            plan = bundle.root / e["file"]
+            verify_file(plan, e["sha256"], f"member {m.name!r} engine")
+            out.append(TensorRTBackend(plan))
+        return out
+    from reidkit.runtime.backends.ort import OrtBackend
+
+    device = "cuda" if name == "ort-cuda" else "cpu"
+    make: Callable[[MemberSpec], Backend] = lambda m: OrtBackend(m.onnx, device=device, threads=threads)
+    return [make(m) for m in bundle.members]

@@ -1,0 +1,1 @@
+"""Training (PyTorch only): member model, margin heads, losses, loop and checkpoint I/O."""
