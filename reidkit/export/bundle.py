@@ -56,10 +56,9 @@ def _member_names(entries: Sequence[EnsembleEntry]) -> list[str]:
 
 
 def _ort_embed(onnx_path: Path, batch: np.ndarray) -> np.ndarray:
-    import onnxruntime as ort
+    from reidkit.runtime.backends.ort import OrtBackend
 
-    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    return sess.run(["embedding"], {"images": batch})[0]
+    return OrtBackend(onnx_path, device="cpu").run(batch)
 
 
 def export_bundle(entries: Sequence[EnsembleEntry], out_dir: str | Path, opts: ExportOptions) -> dict[str, Any]:

@@ -35,7 +35,7 @@ class ExportGraph(nn.Module):
         if self.flip == "none":
             return F.normalize(self.net(x), dim=1)
         e = F.normalize(self.net(torch.cat([x, x.flip(3)], dim=0)), dim=1)
-        pair = e.reshape(2, -1, e.shape[1])
+        pair = e.reshape(2, -1, self.net.cfg.embedding_dim)
         if self.flip == "mean":
             fused = pair[0] + pair[1]
         else:

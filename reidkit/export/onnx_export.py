@@ -29,6 +29,12 @@ def export_onnx(graph: ExportGraph, path: str | Path, opset: int = DEFAULT_OPSET
                           dynamic_axes={"images": {0: "batch"}, "embedding": {0: "batch"}}, opset_version=opset,
                           do_constant_folding=True, dynamo=False)
     model = onnx.load(str(path))
+    # The exporter's shape inference loses the static embedding width through the L2 norm;
+    # state it, so consumers (TensorRT, the runtime) see [batch, D].
+    out_dim = model.graph.output[0].type.tensor_type.shape.dim[1]
+    out_dim.Clear()
+    out_dim.dim_value = graph.output_dim
+    onnx.save(model, str(path))
     try:
         onnx.checker.check_model(model, full_check=True)
     except onnx.checker.ValidationError as exc:
@@ -59,6 +65,11 @@ def convert_fp16(src: str | Path, dst: str | Path) -> None:
     from onnxconverter_common import float16
 
     model = onnx.load(str(src))
-    fp16 = float16.convert_float_to_float16(model, keep_io_types=True, op_block_list=["Pow", "ReduceL2", "ReduceMean", "Div", "Clip", "Max"])
+    # the uint8->float preprocessing stays fp32 too: it is cheap, and the converter mistypes
+    # the Cast of a non-float input
+    pre = [n.name for n in model.graph.node if n.name.startswith("/preprocess/")]
+    fp16 = float16.convert_float_to_float16(model, keep_io_types=True, node_block_list=pre,
+                                            op_block_list=["Pow", "ReduceL2", "ReduceMean", "Div", "Clip", "Max"])
+    del fp16.graph.value_info[:]  # stale fp32 shape annotations; the checker re-infers them
     onnx.checker.check_model(fp16, full_check=True)
     onnx.save(fp16, str(dst))

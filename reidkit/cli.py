@@ -1,0 +1,281 @@
+"""Console entry points. Each command imports its heavy stack lazily, so ``--help`` is
+instant and ``reid-infer`` never imports torch.
+
+Errors the user can fix (``ReidkitError``) print one line and exit 2; ``--debug`` shows
+the traceback. Ctrl-C exits 130 and says how to resume.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+log = logging.getLogger("reidkit")
+
+
+def _setup_logging(debug: bool) -> None:
+    logger = logging.getLogger("reidkit")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s" if debug else "%(message)s"))
+        logger.addHandler(handler)
+        logger.propagate = False
+    logger.setLevel(logging.DEBUG if debug else logging.INFO)
+
+
+def friendly(resume_hint: str | None = None) -> Callable:
+    """Turn user errors into one line + exit 2, and Ctrl-C into exit 130."""
+    def deco(fn: Callable) -> Callable:
+        @click.option("--debug", is_flag=True, help="Show full tracebacks and debug logs.")
+        @functools.wraps(fn)
+        def wrapper(*args: Any, debug: bool = False, **kwargs: Any) -> Any:
+            from reidkit.errors import ReidkitError
+
+            _setup_logging(debug)
+            try:
+                return fn(*args, **kwargs)
+            except ReidkitError as exc:
+                if debug:
+                    raise
+                click.echo(f"error: {exc}", err=True)
+                sys.exit(2)
+            except KeyboardInterrupt:
+                click.echo("\ninterrupted." + (f" {resume_hint}" if resume_hint else ""), err=True)
+                sys.exit(130)
+        return wrapper
+    return deco
+
+
+def _size(value: str) -> tuple[int, int]:
+    try:
+        h, w = (int(x) for x in value.lower().split("x"))
+        if h < 16 or w < 16:
+            raise ValueError
+        return h, w
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: write HxW with both at least 16, e.g. 112x96") from None
+
+
+# --------------------------------------------------------------------------------------
+@click.command(context_settings={"show_default": True})
+@click.option("--data", help="Training data: 'orl' (ORL faces, or orl:1-30), a metadata.csv, or a folder-per-identity tree.")
+@click.option("--config", "config", type=click.Path(dir_okay=False, path_type=Path), help="ensemble .toml: train several members in one go.")
+@click.option("--backbone", default="resnet18", help="Any timm model name.")
+@click.option("--image-size", default="112x96", help="Member input HxW.")
+@click.option("--embedding-dim", default=256, type=int)
+@click.option("--epochs", default=20, type=int)
+@click.option("--batch-size", default=32, type=int)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Checkpoint to write (.safetensors).")
+@click.option("--seed", default=0, type=int)
+@click.option("--device", default="auto", type=click.Choice(["auto", "cpu", "cuda"]))
+@click.option("--val-identities", default="0.2", help="Held-out identities: a fraction, or comma-separated names.")
+@click.option("--head", "head_kind", default="subcenter_arcface", type=click.Choice(["subcenter_arcface", "arcface", "cosface"]))
+@click.option("--subcenters", default=2, type=int, help="K sub-centres per class.")
+@click.option("--scale", default=21.0, type=float, help="Logit scale s.")
+@click.option("--margin", default=0.3, type=float, help="Fixed margin (arcface/cosface).")
+@click.option("--margin-a", default=0.5, type=float, help="Dynamic margin m_j = a*n_j^lambda + b: a.")
+@click.option("--margin-lambda", default=-0.125, type=float)
+@click.option("--margin-b", default=0.05, type=float)
+@click.option("--loss", default="ce", type=click.Choice(["ce", "focal"]))
+@click.option("--focal-gamma", default=2.0, type=float)
+@click.option("--label-smoothing", default=0.1, type=float)
+@click.option("--lr", default=1e-3, type=float, help="Backbone learning rate.")
+@click.option("--head-lr", default=1e-2, type=float, help="Pooling/neck/head learning rate.")
+@click.option("--warmup-epochs", default=1.0, type=float)
+@click.option("--concat-stages", is_flag=True, help="Pool the last two stages and concatenate them.")
+@click.option("--resize", default="stretch", type=click.Choice(["stretch", "letterbox"]), help="Host resize policy (stored in the checkpoint).")
+@click.option("--interpolation", default="bilinear", type=click.Choice(["bilinear", "bicubic", "nearest", "lanczos", "box"]))
+@click.option("--hflip", is_flag=True, help="Random horizontal flips (off by default: flank chirality matters).")
+@click.option("--pretrained", is_flag=True, help="Load timm hub weights (needs internet).")
+@click.option("--weights", type=click.Path(exists=True, dir_okay=False), help="Local backbone weights file for timm.")
+@click.option("--workers", default=0, type=int, help="DataLoader workers.")
+@click.option("--resume", is_flag=True, help="Continue from OUT.last.safetensors.")
+@friendly("Rerun with --resume to continue from the last finished epoch.")
+def train_cmd(data: str | None, config: Path | None, out: Path | None, **kw: Any) -> None:
+    """Train one ensemble member (or several with --config) and write .safetensors checkpoints.
+
+    \b
+    Examples:
+      reid-train --data orl --val-identities s31,s32,s33 --backbone resnet18 --image-size 112x96 --out m1.safetensors
+      reid-train --data synth/metadata.csv --epochs 10 --out whale.safetensors
+      reid-train --config ensemble.toml
+    """
+    from reidkit.errors import ReidkitError
+
+    if config is not None:
+        from reidkit.train.config import train_from_config
+
+        train_from_config(config, data, kw)
+        return
+    if not data or not out:
+        raise ReidkitError("reid-train needs --data and --out (or --config ensemble.toml); see reid-train --help")
+    from reidkit.train.config import train_one
+
+    summary = train_one(data, out, kw)
+    click.echo(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in summary.items()}))
+
+
+# --------------------------------------------------------------------------------------
+@click.command(context_settings={"show_default": True})
+@click.argument("members", nargs=-1, required=True)
+@click.option("-o", "--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Bundle directory to create.")
+@click.option("--flip", default="mean", type=click.Choice(["mean", "concat", "none"]), help="In-graph flip fusion.")
+@click.option("--opset", default=17, type=int)
+@click.option("--min-batch", default=1, type=int)
+@click.option("--opt-batch", default=32, type=int)
+@click.option("--max-batch", default=64, type=int)
+@click.option("--fp16", is_flag=True, help="Also write an FP16 ONNX per member (checked by the parity gate).")
+@click.option("--trt", is_flag=True, help="Build FP16 TensorRT engines (needs TensorRT and an NVIDIA GPU).")
+@click.option("--workspace-gb", default=4.0, type=float)
+@click.option("--timing-cache", type=click.Path(dir_okay=False, path_type=Path), help="TensorRT timing cache to read and update.")
+@click.option("--parity-images", type=click.Path(exists=True, file_okay=False, path_type=Path), help="Images for the parity gate (default: ORL faces + synthetic).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing bundle (only once the new one passed).")
+@friendly()
+def export_cmd(members: tuple[str, ...], out: Path, **kw: Any) -> None:
+    """Export checkpoints (CKPT... or ENSEMBLE.toml) to an ONNX bundle that passed the parity gate.
+
+    Each member's graph takes uint8 [N,H,W,3] RGB and returns an L2-normalised float32
+    embedding, with /255, mean/std, layout, the flip and the L2 norm inside. A member that
+    drifts from PyTorch beyond the tolerances fails the export (exit 1) and no bundle is left.
+    """
+    from reidkit.ensemble import resolve_members
+    from reidkit.errors import ParityError
+    from reidkit.export.bundle import ExportOptions, export_bundle
+
+    opts = ExportOptions(**kw)
+    try:
+        manifest = export_bundle(resolve_members(members), out, opts)
+    except ParityError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    click.echo(f"bundle written to {out} ({len(manifest['members'])} members, flip={opts.flip})")
+
+
+# --------------------------------------------------------------------------------------
+@click.command(context_settings={"show_default": True})
+@click.option("--model", required=True, type=click.Path(path_type=Path), help="Bundle directory from reid-export.")
+@click.option("--query", type=click.Path(path_type=Path), help="Folder mode: query images.")
+@click.option("--gallery", type=click.Path(path_type=Path), help="Folder mode: gallery images.")
+@click.option("--scenarios", type=click.Path(path_type=Path), help="Scenario mode: query_scenarios.csv.")
+@click.option("--metadata", type=click.Path(path_type=Path), help="Scenario mode: metadata.csv.")
+@click.option("-o", "--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Output CSV (query_id,database_image_id,score).")
+@click.option("--top-k", default=20, type=click.IntRange(1, 10_000))
+@click.option("--backend", default="auto", type=click.Choice(["auto", "trt", "ort-cuda", "ort-cpu"]))
+@click.option("--batch-size", default=32, type=click.IntRange(1, 4096))
+@click.option("--workers", default=None, type=click.IntRange(1, 256), help="Decode threads (default: cores, at most 8).")
+@click.option("--threads", default=None, type=click.IntRange(1, 256), help="onnxruntime intra-op threads (default: cores).")
+@click.option("--cache", type=click.Path(dir_okay=False, path_type=Path), help="SQLite embedding cache: reruns and resumed runs skip finished images.")
+@click.option("--embeddings-out", type=click.Path(dir_okay=False, path_type=Path), help="Write embeddings with their ids (.npz).")
+@click.option("--qe", default=0, type=click.IntRange(0, 100), help="Average query expansion with K neighbours.")
+@click.option("--dba", default=0, type=click.IntRange(0, 100), help="Database-side augmentation with K neighbours.")
+@click.option("--strict", is_flag=True, help="Exit 1 if any image was skipped.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@friendly("Finished batches are in the --cache file, if you gave one: rerun the same command to resume.")
+def infer_cmd(model: Path, query: Path | None, gallery: Path | None, scenarios: Path | None, metadata: Path | None, out: Path,
+              top_k: int, backend: str, batch_size: int, workers: int | None, threads: int | None, cache: Path | None,
+              embeddings_out: Path | None, qe: int, dba: int, strict: bool, quiet: bool) -> None:
+    """Rank gallery images for each query with a bundle: folder mode or Whale-do scenario mode.
+
+    \b
+    Folder mode:   reid-infer --model BUNDLE --query DIR --gallery DIR -o results.csv
+    Scenario mode: reid-infer --model BUNDLE --scenarios query_scenarios.csv --metadata metadata.csv -o submission.csv
+    """
+    from reidkit.errors import ReidkitError
+    from reidkit.runtime.bundle import load_bundle
+    from reidkit.runtime.embedder import Embedder
+    from reidkit.runtime.infer import run_folders, run_scenarios
+
+    folder_mode = query is not None or gallery is not None
+    scen_mode = scenarios is not None or metadata is not None
+    if folder_mode == scen_mode:
+        raise ReidkitError("choose one mode: --query and --gallery (folder mode), or --scenarios and --metadata (scenario mode)")
+    if folder_mode and (query is None or gallery is None):
+        raise ReidkitError("folder mode needs both --query DIR and --gallery DIR")
+    if scen_mode and (scenarios is None or metadata is None):
+        raise ReidkitError("scenario mode needs both --scenarios query_scenarios.csv and --metadata metadata.csv")
+    bundle = load_bundle(model)
+    emb = Embedder(bundle, backend, batch_size, workers, threads, cache)
+    if folder_mode:
+        assert query is not None and gallery is not None
+        summary = run_folders(emb, query, gallery, out, top_k, qe, dba, embeddings_out, progress=not quiet)
+    else:
+        assert scenarios is not None and metadata is not None
+        summary = run_scenarios(emb, scenarios, metadata, out, min(top_k, 20), qe, dba, embeddings_out, progress=not quiet)
+    for path, reason in summary.skipped:
+        click.echo(f"skipped {path}: {reason}", err=True)
+    click.echo(f"{summary.line()}\nwrote {out}" + (f" and {embeddings_out}" if embeddings_out else ""))
+    if strict and summary.skipped:
+        sys.exit(1)
+
+
+# --------------------------------------------------------------------------------------
+@click.command(context_settings={"show_default": True})
+@click.option("--submission", type=click.Path(path_type=Path), help="Submission CSV to score.")
+@click.option("--labels", type=click.Path(path_type=Path), help="Ground truth labels.csv (query_id,database_image_id).")
+@click.option("--metadata", type=click.Path(path_type=Path), help="metadata.csv: derive truth from whale_id (with --scenarios).")
+@click.option("--scenarios", type=click.Path(path_type=Path), help="query_scenarios.csv (with --metadata).")
+@click.option("--embeddings", type=click.Path(path_type=Path), help="Embeddings .npz from reid-infer --embeddings-out.")
+@click.option("--labels-from", type=click.Path(path_type=Path), help="metadata.csv with whale_id, for --embeddings.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Also write the report as JSON.")
+@friendly()
+def eval_cmd(submission: Path | None, labels: Path | None, metadata: Path | None, scenarios: Path | None,
+             embeddings: Path | None, labels_from: Path | None, json_out: Path | None) -> None:
+    """Score a Whale-do submission (official mAP@20) or labelled embeddings (P@1, mAP@R, CMC, mINP)."""
+    from reidkit.atomic import atomic_write
+    from reidkit.errors import ReidkitError
+    from reidkit.evaluate import evaluate_embeddings, evaluate_submission, format_report
+
+    if submission is not None:
+        report = evaluate_submission(submission, labels, metadata, scenarios)
+        click.echo(format_report(report))
+    elif embeddings is not None:
+        if labels_from is None:
+            raise ReidkitError("--embeddings needs --labels-from metadata.csv")
+        report = evaluate_embeddings(embeddings, labels_from)
+        click.echo("  ".join(f"{k} {v:.4f}" if k != "n_queries" else f"queries {int(v)}" for k, v in report.items()))
+    else:
+        raise ReidkitError("pass --submission (with --labels, or --metadata and --scenarios) or --embeddings with --labels-from")
+    if json_out:
+        with atomic_write(json_out, "w", encoding="utf-8") as fh:
+            json.dump(report, fh, indent=2)
+
+
+# --------------------------------------------------------------------------------------
+@click.command(context_settings={"show_default": True})
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--images", default=500, type=click.IntRange(2, 10_000_000))
+@click.option("--identities", default=50, type=click.IntRange(1, 1_000_000))
+@click.option("--scenarios", default=10, type=click.IntRange(1, 1000))
+@click.option("--seed", default=0, type=int)
+@click.option("--overwrite", is_flag=True)
+@friendly()
+def synth_cmd(out_dir: Path, images: int, identities: int, scenarios: int, seed: int, overwrite: bool) -> None:
+    """Write a seeded synthetic Where's Whale-do data set (JPEGs and the CSV files)."""
+    from reidkit.data.synth import generate
+
+    generate(out_dir, images, identities, seed, scenarios, overwrite=overwrite)
+    click.echo(f"wrote {images} images of {identities} identities and {scenarios} scenarios to {out_dir}")
+
+
+# --------------------------------------------------------------------------------------
+@click.command(context_settings={"show_default": True})
+@click.option("--model", required=True, type=click.Path(path_type=Path), help="Bundle directory.")
+@click.option("--images", required=True, type=click.Path(path_type=Path), help="Image folder, or a Whale-do metadata.csv (adds mAP@20).")
+@click.option("--checkpoints", multiple=True, type=click.Path(path_type=Path), help="Member checkpoints for the torch reference (default: found beside the bundle's manifest).")
+@click.option("--backends", default="torch,ort-cpu,ort-cuda,trt", help="Comma-separated backends.")
+@click.option("--batch-sizes", default="1,8,32", help="Comma-separated batch sizes.")
+@click.option("--max-images", default=256, type=int, help="Images used per measurement.")
+@click.option("--repeats", default=5, type=int, help="Timed repetitions (after one warm-up).")
+@click.option("-o", "--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Report directory.")
+@friendly()
+def bench_cmd(**kw: Any) -> None:
+    """Benchmark backends x precision x batch: throughput, latency, memory and parity, as a report."""
+    from reidkit.bench.report import run_bench
+
+    run_bench(**kw)

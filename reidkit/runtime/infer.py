@@ -1,0 +1,125 @@
+"""The two ``reid-infer`` jobs: folder mode and Whale-do scenario mode."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from reidkit.atomic import atomic_write
+from reidkit.data.csvio import write_rows
+from reidkit.data.folders import list_images, warn_skipped
+from reidkit.data.whaledo import read_metadata, read_scenarios
+from reidkit.errors import ReidkitError
+from reidkit.runtime.embedder import EmbedOutput, Embedder
+from reidkit.runtime.knn import rank, to_unit_score
+
+log = logging.getLogger("reidkit")
+HEADER = ["query_id", "database_image_id", "score"]
+
+
+@dataclass
+class RunSummary:
+    images: int
+    embedded: int
+    from_cache: int
+    skipped: list[tuple[str, str]]
+    seconds: float
+    embed_seconds: float
+    rank_seconds: float
+    backend: str
+    rows: int
+
+    def line(self) -> str:
+        ips = self.images / self.seconds if self.seconds else float("nan")
+        return (f"{self.images} images ({self.embedded} embedded, {self.from_cache} from cache, {len(self.skipped)} skipped) "
+                f"in {self.seconds:.2f}s = {ips:.1f} images/s on {self.backend}; embed {self.embed_seconds:.2f}s, "
+                f"rank {self.rank_seconds:.2f}s; {self.rows} rows")
+
+
+def write_embeddings(path: Path, ids: Sequence[str], out: EmbedOutput, indices: Sequence[int]) -> None:
+    """``.npz`` with ``ids`` (str) and ``embeddings`` (float32 [N, D]), skipped images left out."""
+    ok = [i for i in indices if out.keys[i] is not None]
+    with atomic_write(path, "wb") as fh:
+        np.savez(fh, ids=np.array([ids[i] for i in ok]), embeddings=out.matrix(ok).astype(np.float32))
+
+
+def _rows(results, qids: Sequence[str], dids: Sequence[str]) -> list[tuple[str, str, str]]:
+    rows = []
+    for qid, matches in zip(qids, results):
+        for j, cos in matches:
+            rows.append((qid, dids[j], f"{float(to_unit_score(np.array(cos))):.6f}"))
+    return rows
+
+
+def run_folders(embedder: Embedder, query: Path, gallery: Path, out: Path, top_k: int = 20, qe: int = 0, dba: int = 0,
+                embeddings_out: Path | None = None, progress: bool = True) -> RunSummary:
+    import time
+
+    t0 = time.perf_counter()
+    qpaths, qskip = list_images(query)
+    gpaths, gskip = list_images(gallery)
+    warn_skipped(sorted(set(qskip) | set(gskip)), "non-image files")
+    if not qpaths:
+        raise ReidkitError(f"--query {query}: no images found")
+    if not gpaths:
+        raise ReidkitError(f"--gallery {gallery}: no images found")
+    allp = list(dict.fromkeys([p.resolve() for p in qpaths] + [p.resolve() for p in gpaths]))
+    pos = {p: i for i, p in enumerate(allp)}
+    emb = embedder.embed(allp, progress=progress)
+    t1 = time.perf_counter()
+    q_ok = [p for p in qpaths if emb.keys[pos[p.resolve()]] is not None]
+    g_ok = [p for p in gpaths if emb.keys[pos[p.resolve()]] is not None]
+    qids = [p.relative_to(query).as_posix() for p in q_ok]
+    gids = [p.relative_to(gallery).as_posix() for p in g_ok]
+    gindex = {p.resolve(): j for j, p in enumerate(g_ok)}
+    rows: list[tuple[str, str, str]] = []
+    if q_ok and g_ok:
+        Q = emb.matrix([pos[p.resolve()] for p in q_ok])
+        G = emb.matrix([pos[p.resolve()] for p in g_ok])
+        self_idx = np.array([gindex.get(p.resolve(), -1) for p in q_ok])
+        rows = _rows(rank(G, Q, top_k, self_idx, qe, dba), qids, gids)
+    write_rows(out, HEADER, rows)
+    t2 = time.perf_counter()
+    if embeddings_out:
+        rel = {p.resolve(): f"gallery/{p.relative_to(gallery).as_posix()}" for p in gpaths}
+        rel.update({p.resolve(): f"query/{p.relative_to(query).as_posix()}" for p in qpaths})
+        ids = [rel[p] for p in allp]
+        write_embeddings(embeddings_out, ids, emb, range(len(allp)))
+    return RunSummary(len(allp), emb.stats.embedded, emb.stats.from_cache, emb.errors, t2 - t0, t1 - t0, t2 - t1,
+                      embedder.backend_name, len(rows))
+
+
+def run_scenarios(embedder: Embedder, scenarios_csv: Path, metadata_csv: Path, out: Path, top_k: int = 20, qe: int = 0,
+                  dba: int = 0, embeddings_out: Path | None = None, progress: bool = True) -> RunSummary:
+    """The Whale-do submission: every image embedded once, each query ranked in its scenario's database."""
+    import time
+
+    t0 = time.perf_counter()
+    meta = read_metadata(metadata_csv)
+    scenarios = read_scenarios(scenarios_csv, set(meta.image_ids))
+    needed = list(dict.fromkeys([img for s in scenarios for _, img in s.queries] + [d for s in scenarios for d in s.database]))
+    emb = embedder.embed([meta.paths[i] for i in needed], progress=progress)
+    t1 = time.perf_counter()
+    pos = {img: i for i, img in enumerate(needed)}
+    ok = {img for img in needed if emb.keys[pos[img]] is not None}
+    rows: list[tuple[str, str, str]] = []
+    for sc in scenarios:
+        db = [d for d in sc.database if d in ok]
+        qs = [(q, img) for q, img in sc.queries if img in ok]
+        if not db or not qs:
+            continue
+        dbi = {d: j for j, d in enumerate(db)}
+        G = emb.matrix([pos[d] for d in db])
+        Q = emb.matrix([pos[img] for _, img in qs])
+        self_idx = np.array([dbi.get(img, -1) for _, img in qs])
+        rows += _rows(rank(G, Q, top_k, self_idx, qe, dba), [q for q, _ in qs], db)
+    write_rows(out, HEADER, rows)
+    t2 = time.perf_counter()
+    if embeddings_out:
+        write_embeddings(embeddings_out, needed, emb, range(len(needed)))
+    return RunSummary(len(needed), emb.stats.embedded, emb.stats.from_cache, emb.errors, t2 - t0, t1 - t0, t2 - t1,
+                      embedder.backend_name, len(rows))

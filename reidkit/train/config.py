@@ -1,0 +1,106 @@
+"""From CLI options or an ensemble TOML to training runs.
+
+```toml
+data = "orl"                      # defaults for every member; any reid-train option
+epochs = 20
+ensemble = "ensemble.toml"        # the ensemble file to write, relative to this file
+
+[[members]]
+backbone = "resnet18"
+image_size = "112x96"
+seed = 1
+out = "m1.safetensors"
+weight = 1.0
+```
+"""
+
+from __future__ import annotations
+
+import logging
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from reidkit.data.sources import read_labelled
+from reidkit.ensemble import EnsembleEntry, write_ensemble
+from reidkit.errors import ReidkitError
+from reidkit.train.dataset import AugmentConfig
+from reidkit.train.heads import HeadConfig
+from reidkit.train.loop import TrainConfig, train_member
+from reidkit.train.model import MemberConfig
+
+log = logging.getLogger("reidkit")
+
+DEFAULTS: dict[str, Any] = {
+    "backbone": "resnet18", "image_size": "112x96", "embedding_dim": 256, "epochs": 20, "batch_size": 32, "seed": 0,
+    "device": "auto", "val_identities": "0.2", "head_kind": "subcenter_arcface", "subcenters": 2, "scale": 21.0, "margin": 0.3,
+    "margin_a": 0.5, "margin_lambda": -0.125, "margin_b": 0.05, "loss": "ce", "focal_gamma": 2.0, "label_smoothing": 0.1,
+    "lr": 1e-3, "head_lr": 1e-2, "warmup_epochs": 1.0, "concat_stages": False, "resize": "stretch", "interpolation": "bilinear",
+    "hflip": False, "pretrained": False, "weights": None, "workers": 0, "resume": False,
+}
+
+
+def build_config(kw: dict[str, Any]) -> TrainConfig:
+    o = {**DEFAULTS, **{k: v for k, v in kw.items() if v is not None}}
+    unknown = set(o) - set(DEFAULTS) - {"out", "data", "weight", "progress"}
+    if unknown:
+        raise ReidkitError(f"unknown training option(s): {', '.join(sorted(unknown))}")
+    size = o["image_size"]
+    if isinstance(size, str):
+        try:
+            size = tuple(int(x) for x in size.lower().split("x"))
+        except ValueError:
+            raise ReidkitError(f"image_size {size!r}: write HxW, e.g. 112x96") from None
+    return TrainConfig(
+        member=MemberConfig(backbone=o["backbone"], input_size=tuple(size), embedding_dim=int(o["embedding_dim"]),  # type: ignore[arg-type]
+                            concat_stages=bool(o["concat_stages"]),
+                            resize={"method": o["resize"], "interpolation": o["interpolation"], "pad_value": 0}),
+        head=HeadConfig(kind=o["head_kind"], s=float(o["scale"]), k=int(o["subcenters"]), margin=float(o["margin"]),
+                        dynamic_a=float(o["margin_a"]), dynamic_lambda=float(o["margin_lambda"]), dynamic_b=float(o["margin_b"])),
+        augment=AugmentConfig(hflip=bool(o["hflip"])),
+        epochs=int(o["epochs"]), batch_size=int(o["batch_size"]), lr_backbone=float(o["lr"]), lr_head=float(o["head_lr"]),
+        warmup_epochs=float(o["warmup_epochs"]), loss=o["loss"], focal_gamma=float(o["focal_gamma"]),
+        label_smoothing=float(o["label_smoothing"]), seed=int(o["seed"]), device=o["device"], val_identities=str(o["val_identities"]),
+        workers=int(o["workers"]), pretrained=bool(o["pretrained"]), weights=o["weights"], progress=bool(o.get("progress", True)),
+    )
+
+
+def train_one(data: str, out: Path, kw: dict[str, Any]) -> dict[str, Any]:
+    cfg = build_config(kw)
+    if Path(out).suffix != ".safetensors":
+        raise ReidkitError(f"--out {out}: checkpoints are .safetensors files")
+    return train_member(read_labelled(data), cfg, out, resume=bool(kw.get("resume")))
+
+
+def train_from_config(path: Path, data: str | None, cli_kw: dict[str, Any]) -> list[dict[str, Any]]:
+    try:
+        doc = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ReidkitError(f"--config {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ReidkitError(f"{path}: invalid TOML ({exc})") from None
+    members = doc.pop("members", None)
+    if not members:
+        raise ReidkitError(f"{path}: no [[members]] to train")
+    root = Path(path).parent
+    ens_path = root / doc.pop("ensemble", "ensemble.toml")
+    defaults = {k: v for k, v in doc.items()}
+    if data:
+        defaults["data"] = data
+    entries, summaries = [], []
+    for i, m in enumerate(members, start=1):
+        o = {**defaults, **m}
+        if "data" not in o or "out" not in o:
+            raise ReidkitError(f"{path}: member {i} needs data and out")
+        d = str(o.pop("data"))
+        if not d.startswith("orl") and not Path(d).is_absolute():
+            d = str(root / d)
+        out = root / o.pop("out")
+        weight = float(o.pop("weight", 1.0))
+        o.setdefault("resume", cli_kw.get("resume", False))
+        log.info("member %d/%d: %s %s -> %s", i, len(members), o.get("backbone", DEFAULTS["backbone"]), o.get("image_size", DEFAULTS["image_size"]), out)
+        summaries.append(train_one(d, out, o))
+        entries.append(EnsembleEntry(out, weight))
+    write_ensemble(ens_path, entries)
+    log.info("wrote %s", ens_path)
+    return summaries
