@@ -80,29 +80,29 @@ def engine_filename(member: str, gpu: GpuInfo, trt_version: str, precision: str 
 def build_engine(trt: ModuleType, onnx_path: Path, plan_path: Path, *, input_hw: tuple[int, int], profile: Profile,
                  workspace_gb: float, timing_cache: Path | None, gpu: GpuInfo, onnx_sha256: str) -> dict[str, Any]:
     """Build one engine; write the plan and its sidecar atomically; return the sidecar."""
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
+    logger: trt_types.ILogger = trt.Logger(trt.Logger.WARNING)
+    builder: trt_types.Builder = trt.Builder(logger)
     typed = strongly_typed(trt)
     flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if typed else 0
-    network = builder.create_network(flags)
-    parser = trt.OnnxParser(network, logger)
+    network: trt_types.INetworkDefinition = builder.create_network(flags)
+    parser: trt_types.OnnxParser = trt.OnnxParser(network, logger)
     if not parser.parse(onnx_path.read_bytes(), str(onnx_path)):
         errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
         raise ReidkitError(f"TensorRT could not parse {onnx_path.name}:\n  " + "\n  ".join(errors or ["(no parser message)"]))
-    config = builder.create_builder_config()
+    config: trt_types.IBuilderConfig = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
     if not typed:
         config.set_flag(trt.BuilderFlag.FP16)
-    opt_profile = builder.create_optimization_profile()
+    opt_profile: trt_types.IOptimizationProfile = builder.create_optimization_profile()
     mn, op, mx = profile.shapes(*input_hw)
     opt_profile.set_shape("images", trt.Dims(mn), trt.Dims(op), trt.Dims(mx))
     config.add_optimization_profile(opt_profile)
     cache_bytes = timing_cache.read_bytes() if timing_cache is not None and timing_cache.exists() else b""
-    cache = config.create_timing_cache(cache_bytes)
+    cache: trt_types.ITimingCache = config.create_timing_cache(cache_bytes)
     config.set_timing_cache(cache, ignore_mismatch=False)
     log.info("building TensorRT %s engine for %s (%s, batch %d/%d/%d)", trt.__version__, onnx_path.name,
              "strongly typed fp16 ONNX" if typed else "BuilderFlag.FP16", profile.min_batch, profile.opt_batch, profile.max_batch)
-    plan = builder.build_serialized_network(network, config)
+    plan: trt_types.IHostMemory | None = builder.build_serialized_network(network, config)
     if plan is None:
         raise ReidkitError(f"TensorRT failed to build an engine from {onnx_path.name}; see the TensorRT messages above")
     plan_path.parent.mkdir(parents=True, exist_ok=True)

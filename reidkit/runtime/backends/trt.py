@@ -11,11 +11,14 @@ from __future__ import annotations
 import ctypes
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from reidkit.errors import MissingDependencyError, ReidkitError
+
+if TYPE_CHECKING:
+    import tensorrt as trt_types
 
 REBUILD = "rebuild it on this machine with `reid-export --trt`"
 
@@ -73,12 +76,13 @@ class TensorRTBackend:
             check_sidecar(sidecar, plan, str(trt.__version__), gpus[0].name, gpus[0].compute_capability)
         self.max_batch = int(sidecar["profile"]["max"][0])
         self.input_shape = tuple(int(x) for x in sidecar["profile"]["max"][1:])
-        logger = trt.Logger(trt.Logger.WARNING)
-        self.runtime = trt.Runtime(logger)
-        self.engine = self.runtime.deserialize_cuda_engine(plan.read_bytes())
-        if self.engine is None:
+        logger: trt_types.ILogger = trt.Logger(trt.Logger.WARNING)
+        self.runtime: trt_types.Runtime = trt.Runtime(logger)
+        engine: trt_types.ICudaEngine | None = self.runtime.deserialize_cuda_engine(plan.read_bytes())
+        if engine is None:
             raise ReidkitError(f"TensorRT could not load {plan}; {REBUILD}")
-        self.context = self.engine.create_execution_context()
+        self.engine = engine
+        self.context: trt_types.IExecutionContext = engine.create_execution_context()
         self.out_dim = int(self.engine.get_tensor_shape("embedding")[1])
         cu = self.cudart
         self.stream = _check(cu.cudaStreamCreate())

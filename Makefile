@@ -1,0 +1,36 @@
+# Two commands: `make demo` and `make test`. Both create .venv if it is missing and install
+# what they need into it. On machines whose pip is capped to the torch wheels on local disk
+# (/etc/xdg/pip), torch comes pinned to those; anywhere else pip picks a current torch.
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.reidkit-installed
+TORCH   := $(if $(wildcard /etc/xdg/pip/constraints.txt),torch==2.14.1 torchvision==0.29.1,torch torchvision)
+DEMO    ?= demo_out
+BENCH   ?= bench_out
+
+.PHONY: demo test bench typecheck clean
+
+$(STAMP): pyproject.toml Makefile
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e ".[train,cpu,bench,test]"
+	$(PY) -m pip install -q --no-deps "tensorrt-stubs>=10"
+	@touch $(STAMP)
+
+test: $(STAMP)
+	$(MAKE) --no-print-directory typecheck
+	$(PY) -m pytest -q
+
+typecheck: $(STAMP)
+	$(PY) tools/fix_trt_stubs.py $(VENV)/trt-stubs
+	MYPYPATH=$(VENV)/trt-stubs $(PY) -m mypy --follow-imports=silent reidkit/export/tensorrt_build.py reidkit/runtime/backends/trt.py reidkit/runtime/gpu.py
+
+demo: $(STAMP)
+	$(PY) -m reidkit.demo $(DEMO)
+
+bench: $(STAMP)
+	$(PY) benchmarks/run_bench.py --out benchmarks/results
+
+clean:
+	rm -rf $(DEMO) $(BENCH) .pytest_cache .mypy_cache
