@@ -1,0 +1,79 @@
+"""Shared fixtures: members made without training (random init, fast), bundles, data."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent
+
+
+def cli(name: str, *args: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
+    """Run a console script the way a user does; returns the completed process."""
+    res = subprocess.run([str(BIN / name), *map(str, args)], capture_output=True, text=True, **kw)
+    if check and res.returncode != 0:
+        raise AssertionError(f"{name} {' '.join(map(str, args))} exited {res.returncode}\nstdout:\n{res.stdout}\nstderr:\n{res.stderr}")
+    return res
+
+
+def pytest_collection_modifyitems(config, items):
+    from reidkit.runtime.gpu import detect_gpus
+
+    if detect_gpus():
+        return
+    skip = pytest.mark.skip(reason="needs an NVIDIA GPU (none found by the CUDA driver on this machine)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+def make_member(path: Path, size=(112, 96), dim=32, backbone="resnet10t", seed=0) -> Path:
+    import torch
+
+    from reidkit.train.checkpoint import save_member
+    from reidkit.train.model import MemberConfig, ReidNet
+
+    torch.manual_seed(seed)
+    net = ReidNet(MemberConfig(backbone=backbone, input_size=size, embedding_dim=dim))
+    # give BatchNorm non-trivial statistics so the network is not near-constant
+    net.train()
+    with torch.no_grad():
+        for _ in range(3):
+            net(torch.randn(8, 3, *size))
+    net.eval()
+    save_member(path, net, {"head": {}, "num_classes": 0, "class_counts": [], "seed": seed, "training": {}})
+    return path
+
+
+@pytest.fixture(scope="session")
+def members(tmp_path_factory) -> list[Path]:
+    d = tmp_path_factory.mktemp("members")
+    return [make_member(d / "a.safetensors", (112, 96), seed=1), make_member(d / "b.safetensors", (128, 112), seed=2)]
+
+
+@pytest.fixture(scope="session")
+def bundle(tmp_path_factory, members) -> Path:
+    out = tmp_path_factory.mktemp("bundles") / "mean"
+    cli("reid-export", *members, "-o", out, "--fp16")
+    return out
+
+
+@pytest.fixture(scope="session")
+def synth(tmp_path_factory) -> Path:
+    from reidkit.data.synth import generate
+
+    return generate(tmp_path_factory.mktemp("synth") / "ds", n_images=120, n_identities=20, seed=3, n_scenarios=3, progress=False)
+
+
+@pytest.fixture(scope="session")
+def orl_split(tmp_path_factory) -> Path:
+    from reidkit.demo import prepare
+
+    d = tmp_path_factory.mktemp("orl") / "data"
+    prepare(d)
+    return d
