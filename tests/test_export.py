@@ -1,0 +1,111 @@
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+from conftest import cli, make_member
+from reidkit.runtime.bundle import load_bundle
+from reidkit.runtime.backends.ort import OrtBackend
+from reidkit.errors import ReidkitError
+
+
+def _batch(h, w, n=6, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (n, h, w, 3), dtype=np.uint8)
+
+
+def test_bundle_layout_and_manifest(bundle):
+    m = json.loads((bundle / "manifest.json").read_text())
+    assert m["schema_version"] == 1 and m["fusion"] == {"flip": "mean", "members": "concat", "normalize": True}
+    sizes = [(x["input_height"], x["input_width"]) for x in m["members"]]
+    assert sizes == [(112, 96), (128, 112)]
+    for x in m["members"]:
+        assert {p["variant"] for p in x["parity"]} == {"onnx-fp32", "onnx-fp16"}
+        assert all(p["passed"] for p in x["parity"])
+        assert x["resize"] == {"method": "stretch", "interpolation": "bilinear", "pad_value": 0}
+        model = onnx.load(str(bundle / x["onnx"]))
+        onnx.checker.check_model(model, full_check=True)
+        (inp,), (out,) = model.graph.input, model.graph.output
+        dims = [d.dim_param or d.dim_value for d in inp.type.tensor_type.shape.dim]
+        assert inp.type.tensor_type.elem_type == onnx.TensorProto.UINT8 and dims[1:] == [x["input_height"], x["input_width"], 3]
+        assert isinstance(dims[0], str)  # only the batch axis is dynamic
+        assert [d.dim_value for d in out.type.tensor_type.shape.dim][1:] == [32]
+
+
+def test_mean_flip_makes_mirror_images_identical(bundle):
+    b = load_bundle(bundle)
+    for m in b.members:
+        be = OrtBackend(m.onnx)
+        x = _batch(m.height, m.width)
+        e, e_mirror = be.run(x), be.run(x[:, :, ::-1].copy())
+        assert np.max(np.abs(e - e_mirror)) < 1e-6
+        assert np.allclose(np.linalg.norm(e, axis=1), 1, atol=1e-5)
+        # and the flip really is in the graph: different images differ
+        assert np.max(np.abs(e[0] - e[1])) > 1e-3
+
+
+def test_concat_doubles_the_dimension_and_none_keeps_it(tmp_path, members):
+    cli("reid-export", members[0], "-o", tmp_path / "concat", "--flip", "concat")
+    cli("reid-export", members[0], "-o", tmp_path / "none", "--flip", "none")
+    c, n = load_bundle(tmp_path / "concat").members[0], load_bundle(tmp_path / "none").members[0]
+    assert c.dim == 64 and n.dim == 32
+    x = _batch(c.height, c.width)
+    ec, en = OrtBackend(c.onnx).run(x), OrtBackend(n.onnx).run(x)
+    assert ec.shape == (6, 64) and en.shape == (6, 32)
+    # concat's first half is the un-flipped embedding (scaled by 1/sqrt(2))
+    assert np.allclose(ec[:, :32] * np.sqrt(2), en, atol=1e-5)
+
+
+def test_tampered_onnx_is_caught_by_sha256(tmp_path, members):
+    out = tmp_path / "b"
+    cli("reid-export", members[0], "-o", out)
+    m = onnx.load(str(out / "a.onnx"))
+    init = next(i for i in m.graph.initializer if i.data_type == onnx.TensorProto.FLOAT and len(i.raw_data) >= 4)
+    arr = onnx.numpy_helper.to_array(init).copy()
+    arr.flat[0] += 0.5  # one weight changed
+    init.CopyFrom(onnx.numpy_helper.from_array(arr, init.name))
+    onnx.save(m, str(out / "a.onnx"))
+    with pytest.raises(ReidkitError, match="does not match its manifest sha256"):
+        load_bundle(out)
+    res = cli("reid-infer", "--model", out, "--query", out, "--gallery", out, "-o", tmp_path / "r.csv", check=False)
+    assert res.returncode == 2 and "sha256" in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "r.csv").exists()
+
+
+def test_unknown_schema_is_refused(tmp_path, bundle):
+    import shutil
+
+    b = tmp_path / "b"
+    shutil.copytree(bundle, b)
+    m = json.loads((b / "manifest.json").read_text())
+    m["schema_version"] = 99
+    (b / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ReidkitError, match="schema_version 99"):
+        load_bundle(b)
+
+
+def test_parity_failure_exits_nonzero_and_leaves_no_bundle(tmp_path, members, monkeypatch):
+    from reidkit.errors import ParityError
+    from reidkit.export import bundle as bundle_mod
+    from reidkit.export.bundle import ExportOptions, export_bundle
+    from reidkit.ensemble import EnsembleEntry
+    from reidkit.export.parity import Tolerance
+
+    monkeypatch.setattr(bundle_mod, "FP32", Tolerance(min_cosine=1.1, max_abs=0.0))  # impossible
+    out = tmp_path / "never"
+    with pytest.raises(ParityError, match="no bundle was written"):
+        export_bundle([EnsembleEntry(members[0])], out, ExportOptions())
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_trt_without_tensorrt_exits_2_and_writes_nothing(tmp_path, members):
+    res = cli("reid-export", members[0], "-o", tmp_path / "b", "--trt", check=False)
+    assert res.returncode == 2
+    assert "TensorRT" in res.stderr and "without --trt" in res.stderr and "Traceback" not in res.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_refuses_existing_output(tmp_path, members):
+    (tmp_path / "b").mkdir()
+    res = cli("reid-export", members[0], "-o", tmp_path / "b", check=False)
+    assert res.returncode == 2 and "--overwrite" in res.stderr

@@ -1,0 +1,206 @@
+import csv
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import BIN, cli
+from corpus import EXPECTED, make_corpus
+from reidkit.data.whaledo import read_metadata, read_scenarios
+from reidkit.metrics import parse_submission
+
+
+def _read(path):
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_full_run_imports_no_torch(tmp_path, bundle, orl_split):
+    code = f"""
+import sys
+from reidkit.cli import infer_cmd
+try:
+    infer_cmd(["--model", r"{bundle}", "--query", r"{orl_split / 'query'}", "--gallery", r"{orl_split / 'gallery'}",
+               "-o", r"{tmp_path / 'r.csv'}", "--quiet"])
+except SystemExit as e:
+    assert e.code in (0, None), e.code
+heavy = sorted(m for m in sys.modules if m.split('.')[0] in ("torch", "timm", "torchvision"))
+print("HEAVY", heavy)
+"""
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "HEAVY []" in res.stdout, res.stdout
+    assert (tmp_path / "r.csv").exists()
+
+
+def test_help_is_fast():
+    t = time.perf_counter()
+    cli("reid-infer", "--help")
+    assert time.perf_counter() - t < 5  # generous bound for loaded CI; the README gives the measured figure
+
+
+def test_folder_mode_on_orl(tmp_path, bundle, orl_split):
+    out = tmp_path / "r.csv"
+    res = cli("reid-infer", "--model", bundle, "--query", orl_split / "query", "--gallery", orl_split / "gallery", "-o", out,
+              "--top-k", "5", "--embeddings-out", tmp_path / "e.npz")
+    rows = _read(out)
+    assert len(rows) == 10 * 5
+    assert {r["query_id"] for r in rows} == {f"s{k}/1.pgm" for k in range(31, 41)}
+    by_q = defaultdict(list)
+    for r in rows:
+        by_q[r["query_id"]].append(float(r["score"]))
+    assert all(s == sorted(s, reverse=True) for s in by_q.values())
+    assert all(r["database_image_id"].count("/") == 1 for r in rows)
+    data = np.load(tmp_path / "e.npz")
+    assert data["embeddings"].shape == (100, 64) and len(data["ids"]) == 100
+    assert "images/s" in res.stdout
+
+
+def test_scenario_mode_equals_brute_force_numpy(tmp_path, bundle, synth):
+    out = tmp_path / "sub.csv"
+    cli("reid-infer", "--model", bundle, "--scenarios", synth / "query_scenarios.csv", "--metadata", synth / "metadata.csv",
+        "-o", out, "--embeddings-out", tmp_path / "e.npz", "--quiet")
+    rows = _read(out)
+    meta = read_metadata(synth / "metadata.csv")
+    scen = read_scenarios(synth / "query_scenarios.csv")
+    parse_submission(rows, expected_queries=[q for s in scen for q, _ in s.queries])  # valid submission
+    data = np.load(tmp_path / "e.npz")
+    emb = dict(zip([str(i) for i in data["ids"]], data["embeddings"]))
+    assert len(emb) == len({i for s in scen for i in s.database} | {img for s in scen for _, img in s.queries})
+    got = defaultdict(list)
+    for r in rows:
+        got[r["query_id"]].append((r["database_image_id"], float(r["score"])))
+    for s in scen:
+        G = np.stack([emb[d] for d in s.database])
+        for qid, img in s.queries:
+            sims = G.astype(np.float64) @ emb[img].astype(np.float64)
+            ranked = [(s.database[j], (sims[j] + 1) / 2) for j in np.argsort(-sims, kind="stable") if s.database[j] != img][:20]
+            mine = got[qid]
+            assert len(mine) == len(ranked) <= 20
+            assert all(d != img for d, _ in mine)
+            # scores equal the brute-force ones, rank by rank, and each pair's score is its own cosine
+            assert np.allclose([x for _, x in mine], [x for _, x in ranked], atol=2e-6)
+            lookup = {d: (float(emb[d] @ emb[img]) + 1) / 2 for d, _ in mine}
+            assert all(abs(lookup[d] - x) < 2e-6 for d, x in mine)
+            # identical rankings wherever the brute-force scores are not tied
+            for (d1, x1), (d2, _) in zip(mine, ranked):
+                if d1 != d2:
+                    assert abs(lookup[d2] - x1) < 2e-6
+    assert all(0 <= float(r["score"]) <= 1 for r in rows)
+
+
+def test_cache_rerun_embeds_nothing(tmp_path, bundle, synth):
+    args = ["--model", bundle, "--scenarios", synth / "query_scenarios.csv", "--metadata", synth / "metadata.csv", "--quiet",
+            "--cache", tmp_path / "c.sqlite"]
+    first = cli("reid-infer", *args, "-o", tmp_path / "a.csv")
+    second = cli("reid-infer", *args, "-o", tmp_path / "b.csv")
+    assert "0 from cache" in first.stdout
+    assert " 0 embedded" in second.stdout.replace("(0 embedded", " 0 embedded")
+    assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()
+
+
+def _cache_rows(path: Path) -> int:
+    try:
+        with sqlite3.connect(str(path)) as db:
+            return db.execute("SELECT COUNT(*) FROM emb").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+@pytest.fixture(scope="module")
+def many_images(tmp_path_factory):
+    from reidkit.data.orl import orl_root
+
+    d = tmp_path_factory.mktemp("many")
+    (d / "g").symlink_to(orl_root(), target_is_directory=True)
+    return d / "g"
+
+
+def test_sigkill_then_rerun_gives_identical_output_without_re_embedding(tmp_path, bundle, many_images):
+    base = ["--model", str(bundle), "--query", str(many_images), "--gallery", str(many_images), "--batch-size", "8", "--quiet"]
+    clean = cli("reid-infer", *base, "-o", tmp_path / "clean.csv")
+    total = int(clean.stdout.split(" images")[0])
+    cache = tmp_path / "c.sqlite"
+    proc = subprocess.Popen([str(BIN / "reid-infer"), *base, "-o", str(tmp_path / "resumed.csv"), "--cache", str(cache)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while _cache_rows(cache) < 40 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    done = _cache_rows(cache)
+    assert 40 <= done < total
+    assert not (tmp_path / "resumed.csv").exists()  # no half-written output
+    res = cli("reid-infer", *base, "-o", tmp_path / "resumed.csv", "--cache", cache)
+    embedded = int(res.stdout.split("(")[1].split(" embedded")[0])
+    assert embedded == total - done  # nothing finished is embedded twice
+    assert (tmp_path / "resumed.csv").read_bytes() == (tmp_path / "clean.csv").read_bytes()
+
+
+def test_sigint_stops_cleanly_and_says_how_to_resume(tmp_path, bundle, many_images):
+    cache = tmp_path / "c.sqlite"
+    proc = subprocess.Popen([str(BIN / "reid-infer"), "--model", str(bundle), "--query", str(many_images), "--gallery",
+                             str(many_images), "--batch-size", "8", "--quiet", "-o", str(tmp_path / "r.csv"), "--cache", str(cache)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while _cache_rows(cache) < 16 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "rerun the same command to resume" in err and "Traceback" not in err
+    assert not (tmp_path / "r.csv").exists()
+
+
+def test_bad_images_never_crash_a_batch_run(tmp_path, bundle):
+    g = make_corpus(tmp_path / "corpus")
+    res = cli("reid-infer", "--model", bundle, "--query", g, "--gallery", g, "-o", tmp_path / "r.csv", "--quiet", "--batch-size", "4")
+    bad = {n for n, e in EXPECTED.items() if e != "ok"}
+    for name in bad:
+        assert f"skipped {g / name}:" in res.stderr
+    ids = {r["query_id"] for r in _read(tmp_path / "r.csv")}
+    assert ids == {n for n, e in EXPECTED.items() if e == "ok"}
+    strict = cli("reid-infer", "--model", bundle, "--query", g, "--gallery", g, "-o", tmp_path / "s.csv", "--quiet", "--strict", check=False)
+    assert strict.returncode == 1
+
+
+def test_ids_that_need_quoting_survive_the_csv(tmp_path, bundle):
+    from PIL import Image
+
+    for sub in ("q", "g"):
+        (tmp_path / sub).mkdir()
+        Image.new("RGB", (30, 30), (1, 2, 3)).save(tmp_path / sub / 'a,b "c".png')
+        Image.new("RGB", (30, 30), (200, 2, 3)).save(tmp_path / sub / "plain.png")
+    cli("reid-infer", "--model", bundle, "--query", tmp_path / "q", "--gallery", tmp_path / "g", "-o", tmp_path / "r.csv", "--quiet")
+    rows = _read(tmp_path / "r.csv")
+    assert {r["query_id"] for r in rows} == {'a,b "c".png', "plain.png"}
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--query", "nope", "--gallery", "nope"], "does not exist"),
+    (["--scenarios", "x.csv"], "needs both"),
+    ([], "choose one mode"),
+])
+def test_cli_errors_are_one_line_exit_2(tmp_path, bundle, args, needle):
+    res = cli("reid-infer", "--model", bundle, *args, "-o", tmp_path / "r.csv", check=False)
+    assert res.returncode == 2 and needle in res.stderr and "Traceback" not in res.stderr
+
+
+def test_missing_bundle_and_debug_traceback(tmp_path):
+    res = cli("reid-infer", "--model", tmp_path / "none", "--query", tmp_path, "--gallery", tmp_path, "-o", tmp_path / "r.csv", check=False)
+    assert res.returncode == 2 and "reid-export" in res.stderr and "Traceback" not in res.stderr
+    dbg = cli("reid-infer", "--model", tmp_path / "none", "--query", tmp_path, "--gallery", tmp_path, "-o", tmp_path / "r.csv", "--debug", check=False)
+    assert "Traceback" in dbg.stderr
+
+
+def test_eval_rejects_bad_submission_naming_the_row(tmp_path, synth):
+    (tmp_path / "s.csv").write_text("query_id,database_image_id,score\nq,a,0.5\nq,a,0.4\n")
+    res = cli("reid-eval", "--submission", tmp_path / "s.csv", "--labels", synth / "labels.csv", check=False)
+    assert res.returncode == 2 and "row 2: duplicate" in res.stderr
