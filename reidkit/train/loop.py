@@ -156,7 +156,7 @@ def train_member(samples: Sequence[Sample], cfg: TrainConfig, out: str | Path, r
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(steps, int(cfg.warmup_epochs * len(loader))))
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
     last_path = out.with_name(out.stem + ".last.safetensors")
-    start_epoch, best, history = 0, -1.0, []
+    start_epoch, best, history = 0, -math.inf, []
     if resume:
         if not last_path.exists():
             raise ReidkitError(f"--resume: no resume state at {last_path}; train without --resume first")
