@@ -147,7 +147,7 @@ def build_bundle_engines(bundle: Path, manifest: dict[str, Any], opts: Any, imag
 
         batch = batch_for(images, m["input_height"], m["input_width"], ResizePolicy.from_dict(m["resize"]))
         ref = OrtBackend(bundle / m["onnx"], device="cpu").run(batch)
-        got = TensorRTBackend(plan, side).run(batch)
+        got = TensorRTBackend(plan, side, trt=trt, gpu=gpu).run(batch)
         results.append(compare(m["name"], "trt-fp16", ref, got, FP16))
         records.append({"member": m["name"], "file": f"engines/{plan.name}", "sha256": side["plan_sha256"],
                         "sidecar": f"engines/{plan.with_suffix('.json').name}", **{k: side[k] for k in ("tensorrt_version", "gpu_name", "compute_capability", "precision")}})

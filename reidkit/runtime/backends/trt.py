@@ -60,7 +60,8 @@ def read_sidecar(plan: Path) -> dict[str, Any]:
 class TensorRTBackend:
     name = "trt"
 
-    def __init__(self, plan: str | Path, sidecar: dict[str, Any] | None = None, trt: Any = None, cudart: Any = None) -> None:
+    def __init__(self, plan: str | Path, sidecar: dict[str, Any] | None = None, *, trt: Any = None, cudart: Any = None,
+                 gpu: Any = None) -> None:
         from reidkit.runtime.gpu import detect_gpus
 
         plan = Path(plan)
@@ -70,10 +71,13 @@ class TensorRTBackend:
             trt = load_tensorrt()
         self.trt = trt
         self.cudart = cudart or _cudart()
-        gpus = detect_gpus() if cudart is None else ()
+        if gpu is None:
+            gpus = detect_gpus()
+            if not gpus:
+                raise MissingDependencyError("the TensorRT backend needs an NVIDIA GPU; none was found (use --backend ort-cpu)")
+            gpu = gpus[0]
         sidecar = sidecar or read_sidecar(plan)
-        if gpus:
-            check_sidecar(sidecar, plan, str(trt.__version__), gpus[0].name, gpus[0].compute_capability)
+        check_sidecar(sidecar, plan, str(trt.__version__), gpu.name, gpu.compute_capability)
         self.max_batch = int(sidecar["profile"]["max"][0])
         self.input_shape = tuple(int(x) for x in sidecar["profile"]["max"][1:])
         logger: trt_types.ILogger = trt.Logger(trt.Logger.WARNING)
