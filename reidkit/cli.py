@@ -176,10 +176,11 @@ def export_cmd(members: tuple[str, ...], out: Path, **kw: Any) -> None:
 @click.option("--dba", default=0, type=click.IntRange(0, 100), help="Database-side augmentation with K neighbours.")
 @click.option("--strict", is_flag=True, help="Exit 1 if any image was skipped.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--report-json", type=click.Path(dir_okay=False, path_type=Path), help="Write the run summary (timings, skipped files) as JSON.")
 @friendly("Finished batches are in the --cache file, if you gave one: rerun the same command to resume.")
 def infer_cmd(model: Path, query: Path | None, gallery: Path | None, scenarios: Path | None, metadata: Path | None, out: Path,
               top_k: int, backend: str, batch_size: int, workers: int | None, threads: int | None, cache: Path | None,
-              embeddings_out: Path | None, qe: int, dba: int, strict: bool, quiet: bool) -> None:
+              embeddings_out: Path | None, qe: int, dba: int, strict: bool, quiet: bool, report_json: Path | None) -> None:
     """Rank gallery images for each query with a bundle: folder mode or Whale-do scenario mode.
 
     \b
@@ -209,6 +210,13 @@ def infer_cmd(model: Path, query: Path | None, gallery: Path | None, scenarios: 
         summary = run_scenarios(emb, scenarios, metadata, out, min(top_k, 20), qe, dba, embeddings_out, progress=not quiet)
     for path, reason in summary.skipped:
         click.echo(f"skipped {path}: {reason}", err=True)
+    if report_json:
+        import dataclasses
+
+        from reidkit.atomic import atomic_write
+
+        with atomic_write(report_json, "w", encoding="utf-8") as fh:
+            json.dump({**dataclasses.asdict(summary), "images_per_s": summary.images / summary.seconds}, fh, indent=2)
     click.echo(f"{summary.line()}\nwrote {out}" + (f" and {embeddings_out}" if embeddings_out else ""))
     if strict and summary.skipped:
         sys.exit(1)
