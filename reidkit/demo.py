@@ -83,7 +83,6 @@ epochs = {epochs}
 batch_size = 32
 embedding_dim = 128
 concat_stages = true
-hflip = true
 ensemble = "ensemble.toml"
 
 [[members]]

@@ -1,0 +1,1 @@
+"""``reid-bench``: backends x precision x batch, side by side (speed, memory, parity)."""
