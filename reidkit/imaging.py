@@ -149,3 +149,17 @@ def resize_to(img: Image.Image, height: int, width: int, policy: ResizePolicy) -
     if arr.shape != (height, width, 3):  # pragma: no cover - PIL contract
         raise AssertionError(f"resize produced {arr.shape}, expected {(height, width, 3)}")
     return arr
+
+
+def load_readable(paths: "list[Path] | tuple[Path, ...]", limit: int | None = None) -> list[Image.Image]:
+    """Decode up to ``limit`` of ``paths``, passing over files that are not usable images
+    (for sample sets such as parity and benchmark images, where a bad file is no error)."""
+    out: list[Image.Image] = []
+    for p in paths:
+        if limit is not None and len(out) >= limit:
+            break
+        try:
+            out.append(load_rgb(p))
+        except ImageDecodeError:
+            continue
+    return out

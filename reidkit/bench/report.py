@@ -23,7 +23,7 @@ import numpy as np
 
 from reidkit.atomic import atomic_write
 from reidkit.errors import ReidkitError
-from reidkit.imaging import ImageDecodeError, load_rgb, resize_to
+from reidkit.imaging import load_readable, resize_to
 from reidkit.metrics import leave_one_out_whaledo_map
 from reidkit.runtime.bundle import Bundle, MemberSpec, load_bundle
 from reidkit.runtime.embedder import fuse
@@ -158,12 +158,7 @@ def run_bench(model: Path, images: Path, checkpoints: Sequence[Path], backends: 
               repeats: int, out: Path) -> dict[str, Any]:
     bundle = load_bundle(model)
     paths, labels = _images(Path(images), max_images)
-    decoded = []
-    for p in paths:
-        try:
-            decoded.append(load_rgb(p))
-        except ImageDecodeError:
-            continue
+    decoded = load_readable(paths)
     if len(decoded) < 2:
         raise ReidkitError(f"--images {images}: fewer than 2 readable images")
     sizes = {(m.height, m.width): m for m in bundle.members}

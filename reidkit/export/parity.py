@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from reidkit.errors import ParityError
-from reidkit.imaging import ImageDecodeError, ResizePolicy, load_rgb, resize_to
+from reidkit.imaging import ResizePolicy, load_readable, load_rgb, resize_to
 
 
 @dataclass(frozen=True)
@@ -61,14 +61,7 @@ def parity_images(folder: str | Path | None, limit: int = 32) -> list[Image.Imag
         from reidkit.data.folders import list_images
 
         paths, _ = list_images(Path(folder))
-        imgs = []
-        for p in paths:
-            try:
-                imgs.append(load_rgb(p))
-            except ImageDecodeError:
-                continue
-            if len(imgs) >= limit:
-                break
+        imgs = load_readable(paths, limit)
         if not imgs:
             raise ParityError(f"--parity-images {folder}: no readable images there")
         return imgs
