@@ -59,7 +59,7 @@ def members(tmp_path_factory) -> list[Path]:
 @pytest.fixture(scope="session")
 def bundle(tmp_path_factory, members) -> Path:
     out = tmp_path_factory.mktemp("bundles") / "mean"
-    cli("reid-export", *members, "-o", out, "--fp16")
+    cli("reid-export", *members, "-o", out, "--fp16", "--int8")
     return out
 
 

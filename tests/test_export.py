@@ -20,7 +20,7 @@ def test_bundle_layout_and_manifest(bundle):
     sizes = [(x["input_height"], x["input_width"]) for x in m["members"]]
     assert sizes == [(112, 96), (128, 112)]
     for x in m["members"]:
-        assert {p["variant"] for p in x["parity"]} == {"onnx-fp32", "onnx-fp16"}
+        assert {p["variant"] for p in x["parity"]} == {"onnx-fp32", "onnx-fp16", "onnx-int8"}
         assert all(p["passed"] for p in x["parity"])
         assert x["resize"] == {"method": "stretch", "interpolation": "bilinear", "pad_value": 0}
         model = onnx.load(str(bundle / x["onnx"]))
@@ -72,6 +72,23 @@ def test_tampered_onnx_is_caught_by_sha256(tmp_path, members):
     assert not (tmp_path / "r.csv").exists()
 
 
+def test_tampered_int8_onnx_is_caught_when_chosen(tmp_path, bundle):
+    import shutil
+
+    from reidkit.runtime.backends.select import make_backends
+
+    copy = tmp_path / "b"
+    shutil.copytree(bundle, copy)
+    target, _ = load_bundle(copy).members[1].onnx_for("int8")
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    target.write_bytes(bytes(data))
+    b = load_bundle(copy)  # the fp32 graphs are intact: the bundle loads
+    make_backends(b, "ort-cpu", precision="fp32")
+    with pytest.raises(ReidkitError, match=r"int8 ONNX .* does not match its manifest sha256"):
+        make_backends(b, "ort-cpu", precision="int8")
+
+
 def test_unknown_schema_is_refused(tmp_path, bundle):
     import shutil
 
@@ -109,3 +126,20 @@ def test_export_refuses_existing_output(tmp_path, members):
     (tmp_path / "b").mkdir()
     res = cli("reid-export", members[0], "-o", tmp_path / "b", check=False)
     assert res.returncode == 2 and "--overwrite" in res.stderr
+
+
+def test_int8_member_is_really_quantised_and_close(bundle):
+    b = load_bundle(bundle)
+    for m in b.members:
+        path, _ = m.onnx_for("int8")
+        model = onnx.load(str(path))
+        ops = {n.op_type for n in model.graph.node}
+        assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops
+        int8_weights = [t for t in model.graph.initializer if t.data_type == onnx.TensorProto.INT8]
+        assert len(int8_weights) >= 10 and path.stat().st_size < 0.5 * m.onnx.stat().st_size
+        # same contract as the fp32 graph: uint8 in, unit-norm float32 out, mirror-invariant
+        x = _batch(m.height, m.width, n=8, seed=3)
+        e8, e32 = OrtBackend(path).run(x), OrtBackend(m.onnx).run(x)
+        assert e8.shape == e32.shape and np.allclose(np.linalg.norm(e8, axis=1), 1, atol=1e-5)
+        assert np.max(np.abs(e8 - OrtBackend(path).run(x[:, :, ::-1].copy()))) < 1e-5
+        assert np.min(np.sum(e8 * e32, axis=1)) > 0.95 and np.max(np.abs(e8 - e32)) > 1e-6

@@ -105,6 +105,28 @@ def test_cache_rerun_embeds_nothing(tmp_path, bundle, synth):
     assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()
 
 
+def test_int8_precision_ranks_like_fp32_and_keeps_its_own_cache(tmp_path, bundle, synth):
+    args = ["--model", bundle, "--scenarios", synth / "query_scenarios.csv", "--metadata", synth / "metadata.csv", "--quiet",
+            "--cache", tmp_path / "c.sqlite"]
+    fp32 = cli("reid-infer", *args, "-o", tmp_path / "fp32.csv")
+    int8 = cli("reid-infer", *args, "-o", tmp_path / "int8.csv", "--precision", "int8")
+    assert "ort-cpu fp32" in fp32.stdout and "ort-cpu int8" in int8.stdout
+    assert "0 from cache" in int8.stdout  # fp32 embeddings are never served for int8
+    a, b = _read(tmp_path / "fp32.csv"), _read(tmp_path / "int8.csv")
+    assert [r["query_id"] for r in a] != [] and len(a) == len(b)
+    top = lambda rows: {(r["query_id"], r["database_image_id"]) for r in rows}  # noqa: E731
+    assert len(top(a) & top(b)) / len(top(a)) > 0.5  # random-init members: close scores, yet mostly the same top 20
+    assert {r["query_id"] for r in a} == {r["query_id"] for r in b}
+
+
+def test_precision_missing_from_bundle_names_the_export_flag(tmp_path, members, synth):
+    cli("reid-export", members[0], "-o", tmp_path / "b")
+    res = cli("reid-infer", "--model", tmp_path / "b", "--scenarios", synth / "query_scenarios.csv", "--metadata",
+              synth / "metadata.csv", "-o", tmp_path / "s.csv", "--precision", "int8", check=False)
+    assert res.returncode == 2 and "--int8" in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "s.csv").exists()
+
+
 def _cache_rows(path: Path) -> int:
     try:
         with sqlite3.connect(str(path)) as db:

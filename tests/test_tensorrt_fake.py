@@ -50,7 +50,7 @@ def test_trt10_uses_the_fp16_builder_flag(tmp_path, member):
 def test_trt11_builds_the_fp16_onnx_strongly_typed(tmp_path, member):
     trt = make_trt("11.0.0")
     assert not hasattr(trt.BuilderFlag, "FP16") and tb.strongly_typed(trt)
-    _build(trt, member, tmp_path, onnx=member.onnx_fp16)
+    _build(trt, member, tmp_path, onnx=member.onnx_for("fp16")[0])
     (b,) = trt.built
     assert b["strongly_typed"] and b["flags"] == set()
 

@@ -57,12 +57,14 @@ def test_reid_train_learns_on_orl_and_resumes(tmp_path):
     hist = meta["training"]["history"]
     assert len(hist) == 2 and meta["member"]["input_size"] == [48, 40] and meta["member"]["backbone"] == "resnet10t"
     assert meta["training"]["val_identities"] == ["s10", "s11", "s12"] and "mAP@20" in meta["metrics"]
+    assert 0.0 < meta["training"]["untrained"]["mAP@20"] <= 1.0  # the same net before training, for comparison
     assert hist[1]["loss"] < hist[0]["loss"] * 1.05
     assert (tmp_path / "m.last.safetensors").exists()
     cli("reid-train", *args, "--epochs", "3", "--resume")
     meta2 = read_member_metadata(tmp_path / "m.last.safetensors")
     assert [h["epoch"] for h in meta2["resume"]["history"]] == [1, 2, 3]
     assert meta2["resume"]["history"][:2] == hist  # the first two epochs were not redone
+    assert meta2["resume"]["untrained"] == meta["training"]["untrained"]  # carried over, not recomputed on a trained net
 
 
 def test_checkpoint_loads_without_pickle(tmp_path, members):

@@ -96,21 +96,13 @@ def _torch_runner(bundle: Bundle, checkpoints: Sequence[Path]) -> tuple[Runner, 
 
 
 def _backend_runner(bundle: Bundle, name: str, precision: str) -> tuple[Runner, float]:
-    from reidkit.runtime.backends.ort import OrtBackend
     from reidkit.runtime.backends.select import make_backends
 
+    bes = make_backends(bundle, name, precision=precision)
     if name == "trt":
-        bes = make_backends(bundle, "trt")
         size = sum((bundle.root / e["file"]).stat().st_size for e in bundle.engines()) / 1e6
     else:
-        files: list[Path] = []
-        for m in bundle.members:
-            f = m.onnx_fp16 if precision == "fp16" else m.onnx
-            if f is None:
-                raise ReidkitError("the bundle has no FP16 ONNX (export with --fp16)")
-            files.append(f)
-        bes = [OrtBackend(f, device="cuda" if name == "ort-cuda" else "cpu") for f in files]  # type: ignore[misc]
-        size = sum(f.stat().st_size for f in files) / 1e6
+        size = sum(m.onnx_for(precision)[0].stat().st_size for m in bundle.members) / 1e6
 
     def run(batch: dict[tuple[int, int], np.ndarray]) -> np.ndarray:
         return fuse([be.run(batch[(m.height, m.width)]) for be, m in zip(bes, bundle.members)], [m.weight for m in bundle.members])
@@ -171,7 +163,7 @@ def run_bench(model: Path, images: Path, checkpoints: Sequence[Path], backends: 
     ref_map = float("nan")
     plan: list[tuple[str, str]] = []
     for b in [x.strip() for x in backends.split(",") if x.strip()]:
-        plan += [(b, "fp32")] if b == "torch" else [(b, "fp16")] if b == "trt" else [(b, "fp32"), (b, "fp16")]
+        plan += [(b, "fp32")] if b == "torch" else [(b, "fp16")] if b == "trt" else [(b, "fp32"), (b, "fp16"), (b, "int8")]
     plan.sort(key=lambda x: x[0] != "torch")  # the reference first
     for name, prec in plan:
         try:

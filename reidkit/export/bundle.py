@@ -21,7 +21,7 @@ from reidkit import __version__
 from reidkit.atomic import atomic_dir, atomic_write
 from reidkit.ensemble import EnsembleEntry
 from reidkit.errors import ParityError
-from reidkit.export.parity import FP16, FP32, ParityResult, batch_for, compare, format_table, parity_images
+from reidkit.export.parity import FP16, FP32, INT8, ParityResult, batch_for, compare, format_table, parity_images
 from reidkit.hashing import sha256_file
 from reidkit.imaging import ResizePolicy
 
@@ -34,6 +34,7 @@ class ExportOptions:
     flip: str = "mean"
     opset: int = 17
     fp16: bool = False
+    int8: bool = False
     trt: bool = False
     min_batch: int = 1
     opt_batch: int = 32
@@ -100,6 +101,13 @@ def export_bundle(entries: Sequence[EnsembleEntry], out_dir: str | Path, opts: E
                 convert_fp16(onnx_path, fp16_path)
                 member_results.append(compare(name, "onnx-fp16", ref, _ort_embed(fp16_path, batch), FP16))
                 rec.update({"onnx_fp16": fp16_path.name, "sha256_fp16": sha256_file(fp16_path)})
+            if opts.int8:
+                from reidkit.export.quantize import quantize_int8
+
+                int8_path = tmp / f"{name}.int8.onnx"
+                quantize_int8(onnx_path, int8_path, batch)
+                member_results.append(compare(name, "onnx-int8", ref, _ort_embed(int8_path, batch), INT8))
+                rec.update({"onnx_int8": int8_path.name, "sha256_int8": sha256_file(int8_path)})
             rec["parity"] = [r.to_dict() for r in member_results]
             members.append(rec)
             results.extend(member_results)
@@ -114,7 +122,8 @@ def export_bundle(entries: Sequence[EnsembleEntry], out_dir: str | Path, opts: E
             "members": members,
             "fusion": {"flip": opts.flip, "members": "concat", "normalize": True},
             "parity": {"images": len(images), "source": str(opts.parity_images or "ORL faces + synthetic Whale-do"),
-                       "tolerances": {"fp32": {"min_cosine": FP32.min_cosine, "max_abs": FP32.max_abs}, "fp16": {"min_cosine": FP16.min_cosine}}},
+                       "tolerances": {"fp32": {"min_cosine": FP32.min_cosine, "max_abs": FP32.max_abs}, "fp16": {"min_cosine": FP16.min_cosine},
+                                      "int8": {"min_cosine": INT8.min_cosine}}},
             "engines": [],
             "tools": _tool_versions(),
         }

@@ -14,20 +14,30 @@ from reidkit.imaging import ResizePolicy
 
 SUPPORTED_SCHEMA = 1
 REEXPORT = "re-export it with `reid-export`"
+PRECISIONS = ("fp32", "fp16", "int8")
+# manifest keys of each precision's ONNX and its sha256; fp32 is the member's own graph
+_VARIANT_KEYS = {"fp32": ("onnx", "sha256"), "fp16": ("onnx_fp16", "sha256_fp16"), "int8": ("onnx_int8", "sha256_int8")}
 
 
 @dataclass(frozen=True)
 class MemberSpec:
     name: str
     onnx: Path
-    onnx_fp16: Path | None
     height: int
     width: int
     resize: ResizePolicy
     dim: int
     weight: float
     sha256: str
-    sha256_fp16: str | None
+    variants: dict[str, tuple[Path, str]]  # precision -> (ONNX file, sha256), fp32 included
+
+    def onnx_for(self, precision: str) -> tuple[Path, str]:
+        """The ONNX of one precision and its expected sha256, or an error that says how to get it."""
+        if precision not in self.variants:
+            flag = {"fp16": "--fp16", "int8": "--int8"}.get(precision)
+            fix = f"re-export with `reid-export ... {flag}`" if flag else f"choose one of {', '.join(PRECISIONS)}"
+            raise ReidkitError(f"member {self.name!r} has no {precision} ONNX in its bundle; {fix}")
+        return self.variants[precision]
 
 
 @dataclass(frozen=True)
@@ -40,10 +50,9 @@ class Bundle:
     def dim(self) -> int:
         return sum(m.dim for m in self.members)
 
-    @property
-    def key(self) -> str:
-        """Identity of what the bundle computes: member graphs, weights and fusion."""
-        desc = [(m.name, m.sha256, m.weight) for m in self.members], self.manifest.get("fusion")
+    def key(self, precision: str = "fp32") -> str:
+        """Identity of what the bundle computes at a precision: member graphs, weights and fusion."""
+        desc = [(m.name, m.onnx_for(precision)[1], m.weight) for m in self.members], self.manifest.get("fusion")
         return hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()
 
     def engines(self) -> list[dict[str, Any]]:
@@ -77,11 +86,10 @@ def load_bundle(root: str | Path, verify: bool = True) -> Bundle:
     members = []
     try:
         for m in manifest["members"]:
-            onnx = root / Path(m["onnx"]).name
-            fp16 = root / Path(m["onnx_fp16"]).name if m.get("onnx_fp16") else None
-            members.append(MemberSpec(m["name"], onnx, fp16, int(m["input_height"]), int(m["input_width"]),
+            variants = {p: (root / Path(m[f]).name, str(m[h])) for p, (f, h) in _VARIANT_KEYS.items() if m.get(f)}
+            members.append(MemberSpec(m["name"], variants["fp32"][0], int(m["input_height"]), int(m["input_width"]),
                                       ResizePolicy.from_dict(m["resize"]), int(m["embedding_dim"]), float(m.get("weight", 1.0)),
-                                      m["sha256"], m.get("sha256_fp16")))
+                                      m["sha256"], variants))
     except (KeyError, TypeError, ValueError) as exc:
         raise ReidkitError(f"{mpath}: malformed member entry ({exc}); {REEXPORT}") from None
     if not members:

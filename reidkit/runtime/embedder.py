@@ -21,7 +21,7 @@ import numpy as np
 
 from reidkit.hashing import content_key
 from reidkit.imaging import DEFAULT_MAX_PIXELS, ImageDecodeError, ResizePolicy, decode_rgb, resize_to
-from reidkit.runtime.backends.select import Backend, make_backends, resolve_backend
+from reidkit.runtime.backends.select import Backend, make_backends, resolve_backend, resolve_precision
 from reidkit.runtime.bundle import Bundle
 from reidkit.runtime.cache import EmbeddingCache
 
@@ -58,15 +58,21 @@ def fuse(parts: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
 
 class Embedder:
     def __init__(self, bundle: Bundle, backend: str = "auto", batch_size: int = 32, workers: int | None = None,
-                 threads: int | None = None, cache: str | Path | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+                 threads: int | None = None, cache: str | Path | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 precision: str | None = None) -> None:
         self.bundle = bundle
         self.backend_name = resolve_backend(bundle, backend)
-        self.backends: list[Backend] = make_backends(bundle, self.backend_name, threads)
+        self.precision = resolve_precision(self.backend_name, precision)
+        self.backends: list[Backend] = make_backends(bundle, self.backend_name, threads, self.precision)
         self.batch_size = max(1, batch_size)
         self.workers = workers or min(8, os.cpu_count() or 1)
         self.max_pixels = max_pixels
         self.sizes: list[SizeKey] = sorted({(m.height, m.width, m.resize) for m in bundle.members}, key=repr)
-        self.cache = EmbeddingCache(cache, f"{bundle.key}:{self.backend_name}", bundle.dim) if cache else None
+        self.cache = EmbeddingCache(cache, f"{bundle.key(self.precision)}:{self.backend_name}", bundle.dim) if cache else None
+
+    @property
+    def label(self) -> str:
+        return f"{self.backend_name} {self.precision}"
 
     def _prepare(self, path: Path, known: set[str]) -> tuple[str, dict[SizeKey, np.ndarray] | None, float]:
         t = time.perf_counter()

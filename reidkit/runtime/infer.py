@@ -90,7 +90,7 @@ def run_folders(embedder: Embedder, query: Path, gallery: Path, out: Path, top_k
         ids = [rel[p] for p in allp]
         write_embeddings(embeddings_out, ids, emb, range(len(allp)))
     return RunSummary(len(allp), emb.stats.embedded, emb.stats.from_cache, emb.errors, t2 - t0, t1 - t0, t2 - t1,
-                      embedder.backend_name, len(rows))
+                      embedder.label, len(rows))
 
 
 def run_scenarios(embedder: Embedder, scenarios_csv: Path, metadata_csv: Path, out: Path, top_k: int = 20, qe: int = 0,
@@ -122,4 +122,4 @@ def run_scenarios(embedder: Embedder, scenarios_csv: Path, metadata_csv: Path, o
     if embeddings_out:
         write_embeddings(embeddings_out, needed, emb, range(len(needed)))
     return RunSummary(len(needed), emb.stats.embedded, emb.stats.from_cache, emb.errors, t2 - t0, t1 - t0, t2 - t1,
-                      embedder.backend_name, len(rows))
+                      embedder.label, len(rows))

@@ -159,6 +159,7 @@ def train_member(samples: Sequence[Sample], cfg: TrainConfig, out: str | Path, r
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
     last_path = out.with_name(out.stem + ".last.safetensors")
     start_epoch, best, history = 0, -math.inf, []
+    untrained: dict[str, float] | None = None
     if resume:
         if not last_path.exists():
             raise ReidkitError(f"--resume: no resume state at {last_path}; train without --resume first")
@@ -175,7 +176,13 @@ def train_member(samples: Sequence[Sample], cfg: TrainConfig, out: str | Path, r
         sched.load_state_dict(st["sched"])
         g.set_state(load_tensors(last_path, "rng.")["loader"])
         start_epoch, best, history = st["epoch"], st["best"], st["history"]
+        untrained = st.get("untrained")
         log.info("resumed %s at epoch %d (best mAP@20 %.4f)", out, start_epoch, best)
+
+    if start_epoch == 0 and val_ds is not None:
+        # The same network before any step: the figure training has to beat to mean anything.
+        untrained = evaluate(model, val_ds, device)
+        log.info("%s untrained %s", out.name, " ".join(f"{k}={v:.4f}" for k, v in untrained.items()))
 
     t0 = time.perf_counter()
     summary: dict[str, Any] = {}
@@ -212,6 +219,7 @@ def train_member(samples: Sequence[Sample], cfg: TrainConfig, out: str | Path, r
             "seed": cfg.seed,
             "training": {"config": _cfg_dict(cfg), "history": history, "n_train_images": len(train_s),
                          "n_val_images": len(val_s), "val_identities": sorted({s.identity for s in val_s}),
+                         "untrained": untrained,
                          "seconds": time.perf_counter() - t0, "device": str(device)},
         }
         if score > best:
@@ -225,9 +233,11 @@ def train_member(samples: Sequence[Sample], cfg: TrainConfig, out: str | Path, r
             opt_keys[str(pid)] = list(state.keys())
             extra.update({f"opt.{pid}.{k}": (v if torch.is_tensor(v) else torch.tensor(v)) for k, v in state.items()})
         extra["rng.loader"] = g.get_state()
-        save_member(last_path, net, {**meta, "resume": {"epoch": epoch + 1, "best": best, "history": history,
+        save_member(last_path, net, {**meta, "resume": {"epoch": epoch + 1, "best": best, "history": history, "untrained": untrained,
                                                         "opt_keys": opt_keys, "sched": sched.state_dict()}}, extra)
     summary["seconds"] = time.perf_counter() - t0
+    if untrained is not None:
+        summary["untrained"] = untrained
     return summary
 
 

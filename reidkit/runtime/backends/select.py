@@ -4,12 +4,13 @@ provider errors."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Callable, Protocol
 
 import numpy as np
 
 from reidkit.errors import ReidkitError
-from reidkit.runtime.bundle import Bundle, MemberSpec, verify_file
+from reidkit.runtime.bundle import PRECISIONS, Bundle, verify_file
 
 BACKENDS = ("auto", "trt", "ort-cuda", "ort-cpu")
 
@@ -55,7 +56,18 @@ def resolve_backend(bundle: Bundle, requested: str) -> str:
     return "ort-cpu"
 
 
-def make_backends(bundle: Bundle, name: str, threads: int | None = None) -> list[Backend]:
+def resolve_precision(backend: str, requested: str | None) -> str:
+    """TensorRT engines are FP16 by construction; onnxruntime runs the fp32 graph unless asked."""
+    if backend == "trt":
+        if requested not in (None, "fp16"):
+            raise ReidkitError(f"--precision {requested}: TensorRT engines are FP16; use --precision fp16 or --backend ort-cpu / ort-cuda")
+        return "fp16"
+    if requested is not None and requested not in PRECISIONS:
+        raise ReidkitError(f"--precision {requested!r}: choose one of {', '.join(PRECISIONS)}")
+    return requested or "fp32"
+
+
+def make_backends(bundle: Bundle, name: str, threads: int | None = None, precision: str = "fp32") -> list[Backend]:
     """One backend per member, after checking every artefact it will load."""
     if name == "trt":
         engines = _matching_engines(bundle)
@@ -74,5 +86,9 @@ def make_backends(bundle: Bundle, name: str, threads: int | None = None) -> list
     from reidkit.runtime.backends.ort import OrtBackend
 
     device = "cuda" if name == "ort-cuda" else "cpu"
-    make: Callable[[MemberSpec], Backend] = lambda m: OrtBackend(m.onnx, device=device, threads=threads)
-    return [make(m) for m in bundle.members]
+    files = [m.onnx_for(precision) for m in bundle.members]  # every member has it, before anything loads
+    for m, (path, sha) in zip(bundle.members, files):
+        if precision != "fp32":  # fp32 was verified when the bundle loaded
+            verify_file(path, sha, f"member {m.name!r} {precision} ONNX")
+    make: Callable[[Path], Backend] = lambda f: OrtBackend(f, device=device, threads=threads)
+    return [make(path) for path, _ in files]
