@@ -71,34 +71,37 @@ def main(argv: list[str]) -> int:
         print(__doc__)
         return 0
     out = Path(argv[0])
-    epochs = int(argv[argv.index("--epochs") + 1]) if "--epochs" in argv else 12
+    epochs = int(argv[argv.index("--epochs") + 1]) if "--epochs" in argv else 20
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     prepare(out / "data")
     cfg = out / "ensemble_train.toml"
-    cfg.write_text(f'''# two members: different input sizes and seeds
+    cfg.write_text(f'''# two members: different input sizes and seeds. Small nets at low resolution generalise
+# best from 300 training faces (resnet10t at 56x48 beats resnet18 at 112x96 on the unseen
+# people), and faces are mirror-symmetric, so horizontal flips are a fair augmentation here.
 data = "orl"
 val_identities = "{VAL}"
 epochs = {epochs}
 batch_size = 32
 embedding_dim = 128
 concat_stages = true
+hflip = true
 ensemble = "ensemble.toml"
 
 [[members]]
-backbone = "resnet18"
-image_size = "112x96"
-seed = 1
-out = "models/orl_r18_112x96.safetensors"
+backbone = "resnet10t"
+image_size = "56x48"
+seed = 0
+out = "models/orl_r10t_56x48.safetensors"
 
 [[members]]
-backbone = "resnet18"
-image_size = "96x80"
-seed = 2
-out = "models/orl_r18_96x80.safetensors"
+backbone = "resnet10t"
+image_size = "64x56"
+seed = 1
+out = "models/orl_r10t_64x56.safetensors"
 ''')
     run("reid-train", "--config", str(cfg))
-    run("reid-export", str(out / "ensemble.toml"), "-o", str(out / "bundle"), "--fp16", "--overwrite")
+    run("reid-export", str(out / "ensemble.toml"), "-o", str(out / "bundle"), "--fp16", "--int8", "--overwrite")
     run("reid-infer", "--model", str(out / "bundle"), "--query", str(out / "data/query"), "--gallery", str(out / "data/gallery"),
         "-o", str(out / "folder_matches.csv"), "--embeddings-out", str(out / "folder_embeddings.npz"))
     wd = out / "data" / "whaledo"
@@ -107,8 +110,13 @@ out = "models/orl_r18_96x80.safetensors"
     run("reid-eval", "--submission", str(out / "submission.csv"), "--metadata", str(wd / "metadata.csv"), "--scenarios",
         str(wd / "query_scenarios.csv"), "--json", str(out / "eval.json"))
     run("reid-eval", "--embeddings", str(out / "embeddings.npz"), "--labels-from", str(wd / "metadata.csv"))
+    # the INT8 graphs, the fastest on CPUs: same submission format, scored the same way
+    run("reid-infer", "--model", str(out / "bundle"), "--scenarios", str(wd / "query_scenarios.csv"), "--metadata", str(wd / "metadata.csv"),
+        "-o", str(out / "submission_int8.csv"), "--precision", "int8")
+    run("reid-eval", "--submission", str(out / "submission_int8.csv"), "--metadata", str(wd / "metadata.csv"), "--scenarios",
+        str(wd / "query_scenarios.csv"))
     print(f"\ndemo finished in {time.perf_counter() - t0:.0f}s. Outputs in {out}/:")
-    for name in ("models/", "ensemble.toml", "bundle/", "folder_matches.csv", "submission.csv", "embeddings.npz", "eval.json"):
+    for name in ("models/", "ensemble.toml", "bundle/", "folder_matches.csv", "submission.csv", "submission_int8.csv", "embeddings.npz", "eval.json"):
         print(f"  {out / name}")
     return 0
 
