@@ -33,6 +33,9 @@ class OrtBackend:
         so.intra_op_num_threads = threads or os.cpu_count() or 1
         so.inter_op_num_threads = 1
         so.log_severity_level = 3
+        # Idle intra-op threads would spin between batches and starve the decode threads that
+        # run beside them; measured on 2 cores this alone made reid-infer 19-30% faster.
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if device == "cuda":
             if not cuda_provider_usable():
                 raise MissingDependencyError("--backend ort-cuda needs onnxruntime-gpu and an NVIDIA GPU; use --backend ort-cpu")
