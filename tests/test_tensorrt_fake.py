@@ -126,3 +126,15 @@ def test_bundle_engines_with_the_fake(tmp_path, members, monkeypatch):
     assert eng["file"].startswith("engines/a.nvidia-h100") and eng["precision"] == "fp16"
     assert (tmp_path / "b" / eng["file"]).exists() and (tmp_path / "b" / eng["sidecar"]).exists()
     assert any(p["variant"] == "trt-fp16" and p["passed"] for p in manifest["members"][0]["parity"])
+    # TensorRT 10 builds from the fp32 ONNX, so the bundle has no FP16 ONNX: the cache key of a
+    # TensorRT run must come from the engines, and differ from every onnxruntime key
+    b = load_bundle(tmp_path / "b")
+    assert "fp16" not in b.members[0].variants
+    trt_key = b.key("fp16", "trt")
+    assert trt_key not in {b.key("fp32", "ort-cpu"), b.key("fp32", "ort-cuda")}
+    from reidkit.export.bundle import write_manifest
+
+    manifest["engines"][0]["sha256"] = "0" * 64  # another engine: another key
+
+    write_manifest(tmp_path / "b", manifest)
+    assert load_bundle(tmp_path / "b").key("fp16", "trt") != trt_key

@@ -14,6 +14,7 @@ import json
 import os
 import platform
 import resource
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,9 +24,10 @@ import numpy as np
 
 from reidkit.atomic import atomic_write
 from reidkit.errors import ReidkitError
+from reidkit.export.parity import TOLERANCES
 from reidkit.imaging import load_readable, resize_to
 from reidkit.metrics import leave_one_out_whaledo_map
-from reidkit.runtime.bundle import Bundle, MemberSpec, load_bundle
+from reidkit.runtime.bundle import Bundle, load_bundle
 from reidkit.runtime.embedder import fuse
 
 Runner = Callable[[dict[tuple[int, int], np.ndarray]], np.ndarray]
@@ -179,6 +181,7 @@ def run_bench(model: Path, images: Path, checkpoints: Sequence[Path], backends: 
             rows.append(Row(name, prec, 0, "failed", f"{type(exc).__name__}: {exc}"))
             continue
         for bs in bs_list:
+            print(f"measuring {name} {prec} batch {bs} ({repeats} x {n} images)", file=sys.stderr, flush=True)
             try:
                 emb, totals, lat = _measure(run, arrays, n, bs, repeats)
             except Exception as exc:  # noqa: BLE001 - a backend failing mid-run is a result
@@ -195,7 +198,7 @@ def run_bench(model: Path, images: Path, checkpoints: Sequence[Path], backends: 
             if ref is not None:
                 cos = np.sum(ref * emb, axis=1)
                 row.min_cos, row.mean_cos, row.top20_overlap = float(cos.min()), float(cos.mean()), _top20_overlap(ref, emb)
-                tol = 0.99999 if prec == "fp32" else 0.999
+                tol = TOLERANCES[prec].min_cosine
                 if row.min_cos < tol:
                     row.status, row.reason = "works, parity failed", f"min cosine {row.min_cos:.6f} < {tol}"
             if labels:

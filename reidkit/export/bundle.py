@@ -11,7 +11,7 @@ import json
 import logging
 import platform
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -21,7 +21,7 @@ from reidkit import __version__
 from reidkit.atomic import atomic_dir, atomic_write
 from reidkit.ensemble import EnsembleEntry
 from reidkit.errors import ParityError
-from reidkit.export.parity import FP16, FP32, INT8, ParityResult, batch_for, compare, format_table, parity_images
+from reidkit.export.parity import FP16, FP32, INT8, TOLERANCES, ParityResult, batch_for, compare, format_table, parity_images
 from reidkit.hashing import sha256_file
 from reidkit.imaging import ResizePolicy
 
@@ -122,8 +122,7 @@ def export_bundle(entries: Sequence[EnsembleEntry], out_dir: str | Path, opts: E
             "members": members,
             "fusion": {"flip": opts.flip, "members": "concat", "normalize": True},
             "parity": {"images": len(images), "source": str(opts.parity_images or "ORL faces + synthetic Whale-do"),
-                       "tolerances": {"fp32": {"min_cosine": FP32.min_cosine, "max_abs": FP32.max_abs}, "fp16": {"min_cosine": FP16.min_cosine},
-                                      "int8": {"min_cosine": INT8.min_cosine}}},
+                       "tolerances": {p: asdict(t) for p, t in TOLERANCES.items()}},
             "engines": [],
             "tools": _tool_versions(),
         }

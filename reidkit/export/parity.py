@@ -27,6 +27,7 @@ FP32 = Tolerance(min_cosine=0.99999, max_abs=1e-4)
 FP16 = Tolerance(min_cosine=0.999)
 # INT8 moves embeddings more than FP16 does; 0.99 keeps near-identical rankings of real matches
 INT8 = Tolerance(min_cosine=0.99)
+TOLERANCES = {"fp32": FP32, "fp16": FP16, "int8": INT8}  # by precision, for every check that judges one
 
 
 @dataclass

@@ -50,9 +50,17 @@ class Bundle:
     def dim(self) -> int:
         return sum(m.dim for m in self.members)
 
-    def key(self, precision: str = "fp32") -> str:
-        """Identity of what the bundle computes at a precision: member graphs, weights and fusion."""
-        desc = [(m.name, m.onnx_for(precision)[1], m.weight) for m in self.members], self.manifest.get("fusion")
+    def key(self, precision: str = "fp32", backend: str = "ort-cpu") -> str:
+        """Identity of what runs: the graphs (or TensorRT engines), weights, fusion, backend.
+
+        Embedding-cache entries are valid only under the same key, so INT8 results are never
+        served to an fp32 run, nor onnxruntime results to a TensorRT one.
+        """
+        if backend == "trt":  # engines are built from either ONNX, so they name themselves
+            graphs = sorted(str(e.get("sha256")) for e in self.engines())
+        else:
+            graphs = [m.onnx_for(precision)[1] for m in self.members]
+        desc = [backend, precision, [(m.name, m.weight) for m in self.members], graphs, self.manifest.get("fusion")]
         return hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()
 
     def engines(self) -> list[dict[str, Any]]:

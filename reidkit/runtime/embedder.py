@@ -68,7 +68,7 @@ class Embedder:
         self.workers = workers or min(8, os.cpu_count() or 1)
         self.max_pixels = max_pixels
         self.sizes: list[SizeKey] = sorted({(m.height, m.width, m.resize) for m in bundle.members}, key=repr)
-        self.cache = EmbeddingCache(cache, f"{bundle.key(self.precision)}:{self.backend_name}", bundle.dim) if cache else None
+        self.cache = EmbeddingCache(cache, bundle.key(self.precision, self.backend_name), bundle.dim) if cache else None
 
     @property
     def label(self) -> str:
