@@ -137,6 +137,9 @@ def test_int8_member_is_really_quantised_and_close(bundle):
         assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops
         int8_weights = [t for t in model.graph.initializer if t.data_type == onnx.TensorProto.INT8]
         assert len(int8_weights) >= 10 and path.stat().st_size < 0.5 * m.onnx.stat().st_size
+        # the stem conv (raw pixels) keeps fp32 weights; the convs after it read int8 ones
+        convs, inits = [n for n in model.graph.node if n.op_type == "Conv"], {t.name for t in model.graph.initializer}
+        assert convs[0].input[1] in inits and all(c.input[1] not in inits for c in convs[1:])
         # same contract as the fp32 graph: uint8 in, unit-norm float32 out, mirror-invariant
         x = _batch(m.height, m.width, n=8, seed=3)
         e8, e32 = OrtBackend(path).run(x), OrtBackend(m.onnx).run(x)

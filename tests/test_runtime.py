@@ -9,6 +9,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 import pytest
 
 from conftest import BIN, cli
@@ -137,11 +138,13 @@ def _cache_rows(path: Path) -> int:
 
 @pytest.fixture(scope="module")
 def many_images(tmp_path_factory):
-    from reidkit.data.orl import orl_root
-
-    d = tmp_path_factory.mktemp("many")
-    (d / "g").symlink_to(orl_root(), target_is_directory=True)
-    return d / "g"
+    """1,200 distinct images: enough work that a signal always lands mid-run, however fast the machine."""
+    d = tmp_path_factory.mktemp("many") / "g"
+    d.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(1200):
+        Image.fromarray(rng.integers(0, 256, (112, 92), dtype=np.uint8), mode="L").save(d / f"{i:04d}.png")
+    return d
 
 
 def test_sigkill_then_rerun_gives_identical_output_without_re_embedding(tmp_path, bundle, many_images):
@@ -174,6 +177,7 @@ def test_sigint_stops_cleanly_and_says_how_to_resume(tmp_path, bundle, many_imag
     deadline = time.time() + 120
     while _cache_rows(cache) < 16 and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)
+    assert proc.poll() is None, "the run finished before it could be interrupted"
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
@@ -194,8 +198,6 @@ def test_bad_images_never_crash_a_batch_run(tmp_path, bundle):
 
 
 def test_ids_that_need_quoting_survive_the_csv(tmp_path, bundle):
-    from PIL import Image
-
     for sub in ("q", "g"):
         (tmp_path / sub).mkdir()
         Image.new("RGB", (30, 30), (1, 2, 3)).save(tmp_path / sub / 'a,b "c".png')

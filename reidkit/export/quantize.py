@@ -11,6 +11,10 @@ tool made for this; written by hand it would be a worse copy. Choices, and why:
 - Only Conv/MatMul/Gemm are quantised: the in-graph preprocessing, the GeM power, the
   flip fusion and the L2 norms stay fp32, so the contract (uint8 in, unit-norm fp32 out)
   is unchanged.
+- The first convolution (it sees raw pixels, whose range calibration on a few images
+  covers worst) and the last matmul (the neck, whose error lands directly in the
+  embedding) stay fp32; both are a sliver of the FLOPs. On photos unlike the calibration
+  set this lifted the minimum cosine from 0.972 to 0.996.
 - Calibration runs on the parity images through the training resize, the same images the
   gate then checks; give real photos with ``--parity-images`` for a calibration that
   matches your data.
@@ -27,6 +31,14 @@ import numpy as np
 from reidkit.errors import MissingDependencyError, ReidkitError
 
 QUANTISED_OPS = ["Conv", "MatMul", "Gemm"]
+
+
+def kept_fp32(model_path: str | Path) -> list[str]:
+    """Names of the first and the last quantisable nodes (ONNX lists nodes in topological order)."""
+    import onnx
+
+    names = [n.name for n in onnx.load(str(model_path)).graph.node if n.op_type in QUANTISED_OPS]
+    return sorted({names[0], names[-1]}) if names else []
 
 
 def quantize_int8(src: str | Path, dst: str | Path, calibration: np.ndarray, batch: int = 8) -> None:
@@ -52,6 +64,7 @@ def quantize_int8(src: str | Path, dst: str | Path, calibration: np.ndarray, bat
             pre = Path(tmp) / "pre.onnx"
             quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
             quantize_static(str(pre), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=True,
-                            op_types_to_quantize=QUANTISED_OPS, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+                            op_types_to_quantize=QUANTISED_OPS, nodes_to_exclude=kept_fp32(pre),
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
     finally:
         logging.getLogger().setLevel(quiet)
