@@ -22,14 +22,20 @@ _VARIANT_KEYS = {"fp32": ("onnx", "sha256"), "fp16": ("onnx_fp16", "sha256_fp16"
 @dataclass(frozen=True)
 class MemberSpec:
     name: str
-    onnx: Path
     height: int
     width: int
     resize: ResizePolicy
     dim: int
     weight: float
-    sha256: str
-    variants: dict[str, tuple[Path, str]]  # precision -> (ONNX file, sha256), fp32 included
+    variants: dict[str, tuple[Path, str]]  # precision -> (ONNX file, sha256); fp32 always present
+
+    @property
+    def onnx(self) -> Path:
+        return self.variants["fp32"][0]
+
+    @property
+    def sha256(self) -> str:
+        return self.variants["fp32"][1]
 
     def onnx_for(self, precision: str) -> tuple[Path, str]:
         """The ONNX of one precision and its expected sha256, or an error that says how to get it."""
@@ -95,9 +101,10 @@ def load_bundle(root: str | Path, verify: bool = True) -> Bundle:
     try:
         for m in manifest["members"]:
             variants = {p: (root / Path(m[f]).name, str(m[h])) for p, (f, h) in _VARIANT_KEYS.items() if m.get(f)}
-            members.append(MemberSpec(m["name"], variants["fp32"][0], int(m["input_height"]), int(m["input_width"]),
-                                      ResizePolicy.from_dict(m["resize"]), int(m["embedding_dim"]), float(m.get("weight", 1.0)),
-                                      m["sha256"], variants))
+            if "fp32" not in variants:
+                raise KeyError("onnx")
+            members.append(MemberSpec(m["name"], int(m["input_height"]), int(m["input_width"]), ResizePolicy.from_dict(m["resize"]),
+                                      int(m["embedding_dim"]), float(m.get("weight", 1.0)), variants))
     except (KeyError, TypeError, ValueError) as exc:
         raise ReidkitError(f"{mpath}: malformed member entry ({exc}); {REEXPORT}") from None
     if not members:
