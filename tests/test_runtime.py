@@ -173,7 +173,10 @@ def test_sigint_stops_cleanly_and_says_how_to_resume(tmp_path, bundle, many_imag
     cache = tmp_path / "c.sqlite"
     proc = subprocess.Popen([str(BIN / "reid-infer"), "--model", str(bundle), "--query", str(many_images), "--gallery",
                              str(many_images), "--batch-size", "8", "--quiet", "-o", str(tmp_path / "r.csv"), "--cache", str(cache)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            # as from a terminal: a runner that starts tests in the background (bash `&`)
+                            # has SIGINT ignored, and children inherit that
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while _cache_rows(cache) < 16 and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)
