@@ -102,6 +102,7 @@ def main() -> int:
     ap.add_argument("--scenarios", type=int, default=10)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--ensemble", type=Path, default=ROOT / "demo_out" / "ensemble.toml")
+    ap.add_argument("--tag", default="", help="Suffix for the report's file names, e.g. the ensemble's name.")
     args = ap.parse_args()
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
@@ -171,7 +172,7 @@ def main() -> int:
         f"end to end and the baseline {ips['seed'] / ceiling:.0%}. INT8 is the way past the fp32 ceiling, at the agreement shown.",
     ]
     args.out.mkdir(parents=True, exist_ok=True)
-    stamp = dt.date.today().isoformat()
+    stamp = dt.date.today().isoformat() + (f"-{args.tag}" if args.tag else "")
     (args.out / f"headline-cpu-{stamp}.md").write_text("\n".join(md) + "\n")
     (args.out / f"headline-cpu-{stamp}.json").write_text(json.dumps(report, indent=2) + "\n")
     print("\n".join(md))
