@@ -92,7 +92,7 @@ def _sightings(n_images: int, n_ids: int, rng: np.random.Generator) -> np.ndarra
 def generate(out_dir: str | Path, n_images: int = 500, n_identities: int = 50, seed: int = 0, n_scenarios: int = 10,
              overwrite: bool = False, progress: bool = True) -> Path:
     """Write the data set to ``out_dir`` (atomically: it appears complete or not at all)."""
-    from tqdm import tqdm
+    from reidkit.progress import progress_bar
 
     rng = np.random.default_rng(seed)
     ids = _sightings(n_images, n_identities, rng)
@@ -105,7 +105,7 @@ def generate(out_dir: str | Path, n_images: int = 500, n_identities: int = 50, s
     with atomic_dir(out_dir, overwrite=overwrite) as tmp:
         (tmp / "images").mkdir()
         meta = []
-        for i in tqdm(range(n_images), desc="reid-synth", unit="img", disable=not progress):
+        for i in progress_bar(range(n_images), enabled=progress, desc="reid-synth", unit="img"):
             img_rng = np.random.default_rng([seed, i])
             k = int(ids[i])
             img = _render(lat[k] if lateral[i] else top[k], LATERAL_SIZE if lateral[i] else TOP_SIZE, bool(lateral[i]), img_rng)

@@ -99,7 +99,7 @@ class Embedder:
         return out
 
     def embed(self, paths: Sequence[Path], progress: bool = True, desc: str = "embedding") -> EmbedOutput:
-        from tqdm import tqdm
+        from reidkit.progress import progress_bar
 
         t0 = time.perf_counter()
         stats = EmbedStats(images=len(paths))
@@ -110,7 +110,7 @@ class Embedder:
         pending: list[tuple[str, dict[SizeKey, np.ndarray]]] = []
         queued: set[str] = set()
         window = max(2 * self.batch_size, 4 * self.workers)
-        bar = tqdm(total=len(paths), desc=desc, unit="img", disable=not progress)
+        bar = progress_bar(total=len(paths), enabled=progress, desc=desc, unit="img")
         with ThreadPoolExecutor(self.workers, thread_name_prefix="decode") as pool:
             futures: deque[tuple[int, Future]] = deque()
             it = iter(range(len(paths)))

@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from tqdm import tqdm
+from reidkit.progress import progress_bar
 
 from reidkit.data.samples import Sample
 from reidkit.errors import ReidkitError
@@ -189,7 +189,7 @@ def train_member(samples: Sequence[Sample], cfg: TrainConfig, out: str | Path, r
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
         head.train()
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", disable=not cfg.progress, leave=False)
+        bar = progress_bar(loader, enabled=cfg.progress, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False)
         seen, tl, te = 0, 0.0, time.perf_counter()
         for x, y in bar:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
