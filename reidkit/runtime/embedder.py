@@ -24,6 +24,7 @@ from reidkit.imaging import DEFAULT_MAX_PIXELS, ImageDecodeError, ResizePolicy, 
 from reidkit.runtime.backends.select import Backend, make_backends, resolve_backend, resolve_precision
 from reidkit.runtime.bundle import Bundle
 from reidkit.runtime.cache import EmbeddingCache
+from reidkit.runtime.knn import l2_normalise
 
 SizeKey = tuple[int, int, ResizePolicy]
 
@@ -53,7 +54,7 @@ class EmbedOutput:
 def fuse(parts: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
     """Weighted concatenation of unit-norm member embeddings, then L2 normalisation."""
     x = np.concatenate([p.astype(np.float32) * np.float32(w) for p, w in zip(parts, weights)], axis=1)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    return l2_normalise(x)
 
 
 class Embedder:

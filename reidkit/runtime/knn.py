@@ -35,7 +35,8 @@ def search(database: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarra
     return index.search(q, k)
 
 
-def _normalise(x: np.ndarray) -> np.ndarray:
+def l2_normalise(x: np.ndarray) -> np.ndarray:
+    """Rows to unit length (zero rows stay zero): the one normalisation fusion, QE/DBA and validation share."""
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
@@ -44,7 +45,7 @@ def database_augment(database: np.ndarray, k: int) -> np.ndarray:
     if k <= 0 or len(database) < 2:
         return database
     _, idx = search(database, database, k + 1)
-    return _normalise(database[idx].mean(axis=1))
+    return l2_normalise(database[idx].mean(axis=1))
 
 
 def query_expand(queries: np.ndarray, database: np.ndarray, k: int, exclude: np.ndarray | None = None) -> np.ndarray:
@@ -56,7 +57,7 @@ def query_expand(queries: np.ndarray, database: np.ndarray, k: int, exclude: np.
     for i in range(len(queries)):
         nn = [j for j in idx[i] if j >= 0 and (exclude is None or j != exclude[i])][:k]
         out[i] = queries[i] + database[nn].sum(axis=0)
-    return _normalise(out)
+    return l2_normalise(out)
 
 
 def to_unit_score(cos: np.ndarray) -> np.ndarray:

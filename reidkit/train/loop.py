@@ -18,6 +18,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 from reidkit.progress import progress_bar
+from reidkit.runtime.knn import l2_normalise
 
 from reidkit.data.samples import Sample
 from reidkit.errors import ReidkitError
@@ -108,8 +109,7 @@ def embed_arrays(model: EmbeddingModel, arrays: Sequence[np.ndarray], device: to
 def evaluate(model: EmbeddingModel, val_ds: ReidDataset, device: torch.device) -> dict[str, float]:
     """Open-set metrics with the runtime's default flip fusion (mean of image and mirror)."""
     arrays = [val_ds[i][0].numpy() for i in range(len(val_ds))]
-    emb = embed_arrays(model, arrays, device) + embed_arrays(model, [a[:, ::-1] for a in arrays], device)
-    emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    emb = l2_normalise(embed_arrays(model, arrays, device) + embed_arrays(model, [a[:, ::-1] for a in arrays], device))
     m = embedding_metrics(emb, val_ds.labels)
     return {"mAP@20": leave_one_out_whaledo_map(emb, val_ds.labels), "P@1": m["P@1"], "mAP@R": m["mAP@R"]}
 

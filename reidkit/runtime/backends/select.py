@@ -4,8 +4,7 @@ provider errors."""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -90,5 +89,4 @@ def make_backends(bundle: Bundle, name: str, threads: int | None = None, precisi
     for m, (path, sha) in zip(bundle.members, files):
         if precision != "fp32":  # fp32 was verified when the bundle loaded
             verify_file(path, sha, f"member {m.name!r} {precision} ONNX")
-    make: Callable[[Path], Backend] = lambda f: OrtBackend(f, device=device, threads=threads)
-    return [make(path) for path, _ in files]
+    return [OrtBackend(path, device=device, threads=threads) for path, _ in files]
