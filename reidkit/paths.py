@@ -7,6 +7,7 @@ the folder the user pointed at.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from reidkit.errors import ReidkitError
@@ -24,8 +25,8 @@ def safe_join(root: Path, rel: str, *, source: str = "") -> Path:
     parts = PurePosixPath(rel.replace("\\", "/")).parts
     if ".." in parts:
         raise ReidkitError(f"path {rel!r} escapes the data folder {root} with '..'{where}")
-    full = (root / Path(*parts)).resolve()
-    root_resolved = root.resolve()
-    if full != root_resolved and root_resolved not in full.parents:
+    root_resolved = os.path.realpath(root)
+    full = Path(os.path.realpath(os.path.join(root_resolved, *parts)))
+    if not full.is_relative_to(root_resolved):
         raise ReidkitError(f"path {rel!r} resolves outside the data folder {root}{where} (symbolic link?)")
     return full
