@@ -23,13 +23,16 @@ def _read(path):
         return list(csv.DictReader(fh))
 
 
-def test_full_run_imports_no_torch(tmp_path, bundle, orl_split):
+@pytest.mark.parametrize("backend", ["ort-cpu", "openvino"])
+def test_full_run_imports_no_torch(tmp_path, bundle, orl_split, backend):
+    if backend == "openvino":
+        pytest.importorskip("openvino", reason="OpenVINO is the optional [openvino] extra; make test installs it")
     code = f"""
 import sys
 from reidkit.cli import infer_cmd
 try:
     infer_cmd(["--model", r"{bundle}", "--query", r"{orl_split / 'query'}", "--gallery", r"{orl_split / 'gallery'}",
-               "-o", r"{tmp_path / 'r.csv'}", "--quiet"])
+               "-o", r"{tmp_path / 'r.csv'}", "--quiet", "--backend", "{backend}"])
 except SystemExit as e:
     assert e.code in (0, None), e.code
 heavy = sorted(m for m in sys.modules if m.split('.')[0] in ("torch", "timm", "torchvision"))

@@ -140,11 +140,14 @@ def environment() -> dict[str, Any]:
     except (OSError, StopIteration):
         env["cpu"] = platform.processor() or "?"
     env["gpus"] = [f"{g.name} (sm {g.compute_capability[0]}.{g.compute_capability[1]})" for g in detect_gpus()] or ["none"]
-    for mod in ("numpy", "onnxruntime", "faiss", "torch", "timm", "tensorrt"):
+    for mod in ("numpy", "onnxruntime", "openvino", "faiss", "torch", "timm", "tensorrt"):
         try:
-            env[mod] = getattr(__import__(mod), "__version__", "?")
+            m = __import__(mod)
         except ImportError:
             env[mod] = "not installed"
+            continue
+        # tensorrt-stubs (installed for mypy) provide a `tensorrt` module with no runtime in it
+        env[mod] = "not installed (type stubs only)" if mod == "tensorrt" and not hasattr(m, "Runtime") else getattr(m, "__version__", "?")
     return env
 
 
@@ -173,7 +176,7 @@ def run_bench(model: Path, images: Path, checkpoints: Sequence[Path], backends: 
                 if not ckpts:
                     raise ReidkitError("member checkpoints not found beside the bundle; pass --checkpoints")
                 run, size = _torch_runner(bundle, ckpts)
-            elif name in ("ort-cpu", "ort-cuda", "trt"):
+            elif name in ("ort-cpu", "ort-cuda", "trt", "openvino"):
                 run, size = _backend_runner(bundle, name, prec)
             else:
                 raise ReidkitError(f"unknown backend {name!r}")
@@ -237,7 +240,7 @@ def to_markdown(report: dict[str, Any]) -> str:
     lines = [f"# reid-bench ({report['created_at']})", "",
              f"{report['images']} images, {report['repeats']} timed repetitions after a warm-up; parity against {report['reference']}.",
              f"Environment: CPU {env['cpu']} ({env['cores']} cores); GPU {', '.join(env['gpus'])}; "
-             + ", ".join(f"{k} {env[k]}" for k in ("onnxruntime", "faiss", "torch", "timm", "tensorrt", "numpy")), "",
+             + ", ".join(f"{k} {env.get(k, '?')}" for k in ("onnxruntime", "openvino", "faiss", "torch", "timm", "tensorrt", "numpy")), "",
              "| backend | precision | batch | status | size MB | images/s | p50 ms | p95 ms | spread % | peak RSS MB | min cos | mean cos | top-20 overlap | mAP@20 | change |",
              "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in report["rows"]:

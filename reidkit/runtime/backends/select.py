@@ -1,6 +1,6 @@
 """Backend selection: ``auto`` = a TensorRT engine matching this GPU, else onnxruntime CUDA,
 else onnxruntime CPU. Only backends that can really load are tried, so nothing prints
-provider errors."""
+provider errors. ``openvino`` (a faster CPU engine, optional extra) is chosen explicitly."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 from reidkit.errors import ReidkitError
 from reidkit.runtime.bundle import PRECISIONS, Bundle, verify_file
 
-BACKENDS = ("auto", "trt", "ort-cuda", "ort-cpu")
+BACKENDS = ("auto", "trt", "ort-cuda", "ort-cpu", "openvino")
 
 
 class Backend(Protocol):
@@ -82,11 +82,15 @@ def make_backends(bundle: Bundle, name: str, threads: int | None = None, precisi
             verify_file(plan, e["sha256"], f"member {m.name!r} engine")
             out.append(TensorRTBackend(plan))
         return out
-    from reidkit.runtime.backends.ort import OrtBackend
-
-    device = "cuda" if name == "ort-cuda" else "cpu"
     files = [m.onnx_for(precision) for m in bundle.members]  # every member has it, before anything loads
     for m, (path, sha) in zip(bundle.members, files):
         if precision != "fp32":  # fp32 was verified when the bundle loaded
             verify_file(path, sha, f"member {m.name!r} {precision} ONNX")
+    if name == "openvino":
+        from reidkit.runtime.backends.openvino import OpenVinoBackend
+
+        return [OpenVinoBackend(path, threads=threads) for path, _ in files]
+    from reidkit.runtime.backends.ort import OrtBackend
+
+    device = "cuda" if name == "ort-cuda" else "cpu"
     return [OrtBackend(path, device=device, threads=threads) for path, _ in files]
