@@ -29,14 +29,6 @@ def _ov():
     return ov
 
 
-def openvino_available() -> bool:
-    try:
-        _ov()
-    except MissingDependencyError:
-        return False
-    return True
-
-
 class OpenVinoBackend:
     name = "openvino"
 
