@@ -136,7 +136,7 @@ def train_cmd(data: str | None, config: Path | None, out: Path | None, **kw: Any
 @click.option("--trt", is_flag=True, help="Build FP16 TensorRT engines (needs TensorRT and an NVIDIA GPU).")
 @click.option("--workspace-gb", default=4.0, type=float)
 @click.option("--timing-cache", type=click.Path(dir_okay=False, path_type=Path), help="TensorRT timing cache to read and update.")
-@click.option("--parity-images", type=click.Path(exists=True, file_okay=False, path_type=Path), help="Images for the parity gate (default: ORL faces + synthetic).")
+@click.option("--parity-images", type=click.Path(exists=True, file_okay=False, path_type=Path), help="Your photos for the parity gate (up to 32) and the INT8 calibration (up to 128); default: ORL faces + synthetic whales.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing bundle (only once the new one passed).")
 @friendly()
 def export_cmd(members: tuple[str, ...], out: Path, **kw: Any) -> None:

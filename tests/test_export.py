@@ -146,3 +146,22 @@ def test_int8_member_is_really_quantised_and_close(bundle):
         assert e8.shape == e32.shape and np.allclose(np.linalg.norm(e8, axis=1), 1, atol=1e-5)
         assert np.max(np.abs(e8 - OrtBackend(path).run(x[:, :, ::-1].copy()))) < 1e-5
         assert np.min(np.sum(e8 * e32, axis=1)) > 0.95 and np.max(np.abs(e8 - e32)) > 1e-6
+
+
+def test_int8_calibrates_on_more_images_than_the_gate_checks(tmp_path, members, synth):
+    # a user's folder: the gate checks up to 32 of its images, INT8 calibrates on up to 128
+    cli("reid-export", members[0], "-o", tmp_path / "b", "--int8", "--parity-images", synth / "images")
+    parity = json.loads((tmp_path / "b" / "manifest.json").read_text())["parity"]
+    n_folder = len(list((synth / "images").glob("*.jpg")))
+    assert n_folder > 32
+    assert parity["images"] == 32 and parity["int8_calibration_images"] == min(128, n_folder)
+    assert str(synth / "images") in parity["source"]
+
+
+def test_default_calibration_set_is_larger_and_holds_the_parity_set():
+    from reidkit.export.parity import calibration_images, parity_images
+
+    gate, calib = parity_images(None), calibration_images(None)
+    assert len(calib) >= 4 * len(gate)
+    gate_pixels = {im.tobytes() for im in gate}
+    assert gate_pixels <= {im.tobytes() for im in calib}

@@ -21,7 +21,8 @@ from reidkit import __version__
 from reidkit.atomic import atomic_dir, atomic_write
 from reidkit.ensemble import EnsembleEntry
 from reidkit.errors import ParityError
-from reidkit.export.parity import FP16, FP32, INT8, TOLERANCES, ParityResult, batch_for, compare, format_table, parity_images
+from reidkit.export.parity import (FP16, FP32, INT8, TOLERANCES, ParityResult, batch_for, calibration_images, compare, format_table,
+                                    parity_images)
 from reidkit.hashing import sha256_file
 from reidkit.imaging import ResizePolicy
 
@@ -74,6 +75,7 @@ def export_bundle(entries: Sequence[EnsembleEntry], out_dir: str | Path, opts: E
 
         require_tensorrt()  # fail before doing any work: nothing is written
     images = parity_images(opts.parity_images)
+    calibration = calibration_images(opts.parity_images) if opts.int8 else []
     out_dir = Path(out_dir)
     members, results = [], []
     with atomic_dir(out_dir, overwrite=opts.overwrite) as tmp:
@@ -105,7 +107,7 @@ def export_bundle(entries: Sequence[EnsembleEntry], out_dir: str | Path, opts: E
                 from reidkit.export.quantize import quantize_int8
 
                 int8_path = tmp / f"{name}.int8.onnx"
-                quantize_int8(onnx_path, int8_path, batch)
+                quantize_int8(onnx_path, int8_path, batch_for(calibration, h, w, policy))
                 member_results.append(compare(name, "onnx-int8", ref, _ort_embed(int8_path, batch), INT8))
                 rec.update({"onnx_int8": int8_path.name, "sha256_int8": sha256_file(int8_path)})
             rec["parity"] = [r.to_dict() for r in member_results]
@@ -122,6 +124,7 @@ def export_bundle(entries: Sequence[EnsembleEntry], out_dir: str | Path, opts: E
             "members": members,
             "fusion": {"flip": opts.flip, "members": "concat", "normalize": True},
             "parity": {"images": len(images), "source": str(opts.parity_images or "ORL faces + synthetic Whale-do"),
+                       **({"int8_calibration_images": len(calibration)} if opts.int8 else {}),
                        "tolerances": {p: asdict(t) for p, t in TOLERANCES.items()}},
             "engines": [],
             "tools": _tool_versions(),
