@@ -16,7 +16,7 @@ tool made for this; written by hand it would be a worse copy. Choices, and why:
   embedding) stay fp32; both are a sliver of the FLOPs. On photos unlike the calibration
   set this lifted the minimum cosine from 0.972 to 0.994-0.998 and ran 5-10% faster.
 - Calibration runs through the training resize on ~128 images (the parity set plus more
-  synthetic whales and ORL faces, see ``parity.calibration_images``): with only the 16
+  synthetic whales and ORL faces, see ``parity.calibration_images``): with only the 24
   parity images, rare inputs beyond the calibrated ranges lost up to 0.07 cosine. Give
   real photos with ``--parity-images`` for a calibration (and a gate) that matches your data.
 """
