@@ -27,6 +27,7 @@ from reidkit.errors import ReidkitError
 from reidkit.export.parity import TOLERANCES
 from reidkit.imaging import load_readable, resize_to
 from reidkit.metrics import leave_one_out_whaledo_map
+from reidkit.runtime.backends.select import BACKENDS, make_backends
 from reidkit.runtime.bundle import Bundle, load_bundle
 from reidkit.runtime.embedder import fuse
 
@@ -98,8 +99,6 @@ def _torch_runner(bundle: Bundle, checkpoints: Sequence[Path]) -> tuple[Runner, 
 
 
 def _backend_runner(bundle: Bundle, name: str, precision: str) -> tuple[Runner, float]:
-    from reidkit.runtime.backends.select import make_backends
-
     bes = make_backends(bundle, name, precision=precision)
     if name == "trt":
         size = sum((bundle.root / e["file"]).stat().st_size for e in bundle.engines()) / 1e6
@@ -176,7 +175,7 @@ def run_bench(model: Path, images: Path, checkpoints: Sequence[Path], backends: 
                 if not ckpts:
                     raise ReidkitError("member checkpoints not found beside the bundle; pass --checkpoints")
                 run, size = _torch_runner(bundle, ckpts)
-            elif name in ("ort-cpu", "ort-cuda", "trt", "openvino"):
+            elif name in BACKENDS and name != "auto":
                 run, size = _backend_runner(bundle, name, prec)
             else:
                 raise ReidkitError(f"unknown backend {name!r}")
