@@ -134,6 +134,8 @@ def train_cmd(data: str | None, config: Path | None, out: Path | None, **kw: Any
 @click.option("--int8", is_flag=True, help="Also write an INT8 ONNX per member for CPUs (static quantisation calibrated on the "
                                           "parity images; checked by the parity gate).")
 @click.option("--trt", is_flag=True, help="Build FP16 TensorRT engines (needs TensorRT and an NVIDIA GPU).")
+@click.option("--mnn", is_flag=True, help="Also convert each member to MNN, the fastest fp32 CPU engine measured here "
+                                         "(reid-infer --backend mnn; checked by the parity gate; pip install 'reidkit[mnn]').")
 @click.option("--workspace-gb", default=4.0, type=float)
 @click.option("--timing-cache", type=click.Path(dir_okay=False, path_type=Path), help="TensorRT timing cache to read and update.")
 @click.option("--parity-images", type=click.Path(exists=True, file_okay=False, path_type=Path), help="Your photos for the parity gate (up to 32) and the INT8 calibration (up to 128); default: ORL faces + synthetic whales.")
@@ -168,15 +170,16 @@ def export_cmd(members: tuple[str, ...], out: Path, **kw: Any) -> None:
 @click.option("--metadata", type=click.Path(path_type=Path), help="Scenario mode: metadata.csv.")
 @click.option("-o", "--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Output CSV (query_id,database_image_id,score).")
 @click.option("--top-k", default=20, type=click.IntRange(1, 10_000))
-@click.option("--backend", default="auto", type=click.Choice(["auto", "trt", "ort-cuda", "ort-cpu", "openvino"]),
+@click.option("--backend", default="auto", type=click.Choice(["auto", "trt", "ort-cuda", "ort-cpu", "openvino", "mnn"]),
               help="auto: a TensorRT engine for this GPU, else onnxruntime CUDA, else onnxruntime CPU. "
-                   "openvino: OpenVINO on the CPU, usually faster than ort-cpu (pip install 'reidkit[openvino]').")
+                   "openvino: OpenVINO on the CPU, usually faster than ort-cpu (pip install 'reidkit[openvino]'). "
+                   "mnn: MNN on the CPU, the fastest fp32 here; needs a bundle exported with --mnn (pip install 'reidkit[mnn]').")
 @click.option("--precision", default=None, type=click.Choice(["fp32", "fp16", "int8"]),
               help="Which of the bundle's ONNX graphs runs (default fp32; int8 is the fastest on CPUs, "
                    "fp16 suits ort-cuda). TensorRT engines are always fp16.")
 @click.option("--batch-size", default=32, type=click.IntRange(1, 4096))
 @click.option("--workers", default=None, type=click.IntRange(1, 256), help="Decode threads (default: cores, at most 8).")
-@click.option("--threads", default=None, type=click.IntRange(1, 256), help="Inference threads of onnxruntime or OpenVINO (default: cores).")
+@click.option("--threads", default=None, type=click.IntRange(1, 256), help="Inference threads of onnxruntime, OpenVINO or MNN (default: cores).")
 @click.option("--cache", type=click.Path(dir_okay=False, path_type=Path), help="SQLite embedding cache: reruns and resumed runs skip finished images.")
 @click.option("--embeddings-out", type=click.Path(dir_okay=False, path_type=Path), help="Write embeddings with their ids (.npz).")
 @click.option("--qe", default=0, type=click.IntRange(0, 100), help="Average query expansion with K neighbours.")

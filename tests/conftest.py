@@ -59,7 +59,10 @@ def members(tmp_path_factory) -> list[Path]:
 @pytest.fixture(scope="session")
 def bundle(tmp_path_factory, members) -> Path:
     out = tmp_path_factory.mktemp("bundles") / "mean"
-    cli("reid-export", *members, "-o", out, "--fp16", "--int8")
+    import importlib.util
+
+    mnn = ["--mnn"] if importlib.util.find_spec("MNN") else []  # the optional [mnn] extra; make test installs it
+    cli("reid-export", *members, "-o", out, "--fp16", "--int8", *mnn)
     return out
 
 

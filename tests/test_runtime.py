@@ -23,10 +23,10 @@ def _read(path):
         return list(csv.DictReader(fh))
 
 
-@pytest.mark.parametrize("backend", ["ort-cpu", "openvino"])
+@pytest.mark.parametrize("backend", ["ort-cpu", "openvino", "mnn"])
 def test_full_run_imports_no_torch(tmp_path, bundle, orl_split, backend):
-    if backend == "openvino":
-        pytest.importorskip("openvino", reason="OpenVINO is the optional [openvino] extra; make test installs it")
+    if backend in ("openvino", "mnn"):
+        pytest.importorskip(backend.replace("mnn", "MNN"), reason=f"{backend} is an optional extra; make test installs it")
     code = f"""
 import sys
 from reidkit.cli import infer_cmd
@@ -35,7 +35,7 @@ try:
                "-o", r"{tmp_path / 'r.csv'}", "--quiet", "--backend", "{backend}"])
 except SystemExit as e:
     assert e.code in (0, None), e.code
-heavy = sorted(m for m in sys.modules if m.split('.')[0] in ("torch", "timm", "torchvision"))
+heavy = sorted(m for m in sys.modules if m.split('.')[0] in ("torch", "timm", "torchvision") or m.startswith("MNN.tools"))
 print("HEAVY", heavy)
 """
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -37,6 +37,7 @@ class ExportOptions:
     fp16: bool = False
     int8: bool = False
     trt: bool = False
+    mnn: bool = False
     min_batch: int = 1
     opt_batch: int = 32
     max_batch: int = 64
@@ -74,6 +75,10 @@ def export_bundle(entries: Sequence[EnsembleEntry], out_dir: str | Path, opts: E
         from reidkit.export.tensorrt_build import require_tensorrt
 
         require_tensorrt()  # fail before doing any work: nothing is written
+    if opts.mnn:
+        from reidkit.export.mnn_convert import require_mnn
+
+        require_mnn()
     images = parity_images(opts.parity_images)
     calibration = calibration_images(opts.parity_images) if opts.int8 else []
     out_dir = Path(out_dir)
@@ -110,6 +115,14 @@ def export_bundle(entries: Sequence[EnsembleEntry], out_dir: str | Path, opts: E
                 quantize_int8(onnx_path, int8_path, batch_for(calibration, h, w, policy))
                 member_results.append(compare(name, "onnx-int8", ref, _ort_embed(int8_path, batch), INT8))
                 rec.update({"onnx_int8": int8_path.name, "sha256_int8": sha256_file(int8_path)})
+            if opts.mnn:
+                from reidkit.export.mnn_convert import convert_mnn
+                from reidkit.runtime.backends.mnn import MnnBackend
+
+                mnn_path = tmp / f"{name}.mnn"
+                convert_mnn(onnx_path, mnn_path)
+                member_results.append(compare(name, "mnn-fp32", ref, MnnBackend(mnn_path).run(batch), FP32))
+                rec.update({"mnn": mnn_path.name, "sha256_mnn": sha256_file(mnn_path)})
             rec["parity"] = [r.to_dict() for r in member_results]
             members.append(rec)
             results.extend(member_results)
@@ -148,5 +161,12 @@ def _tool_versions() -> dict[str, str]:
     import timm
     import torch
 
-    return {"reidkit": __version__, "torch": torch.__version__, "timm": timm.__version__, "onnx": onnx.__version__,
-            "onnxruntime": onnxruntime.__version__, "python": platform.python_version()}
+    versions = {"reidkit": __version__, "torch": torch.__version__, "timm": timm.__version__, "onnx": onnx.__version__,
+                "onnxruntime": onnxruntime.__version__, "python": platform.python_version()}
+    try:
+        from importlib.metadata import version
+
+        versions["mnn"] = version("MNN")
+    except Exception:  # not installed: the bundle has no MNN models
+        pass
+    return versions

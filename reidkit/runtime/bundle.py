@@ -28,6 +28,7 @@ class MemberSpec:
     dim: int
     weight: float
     variants: dict[str, tuple[Path, str]]  # precision -> (ONNX file, sha256); fp32 always present
+    mnn: tuple[Path, str] | None = None  # MNN model converted from the fp32 ONNX (reid-export --mnn), and its sha256
 
     @property
     def onnx(self) -> Path:
@@ -64,6 +65,8 @@ class Bundle:
         """
         if backend == "trt":  # engines are built from either ONNX, so they name themselves
             graphs = sorted(str(e.get("sha256")) for e in self.engines())
+        elif backend == "mnn":
+            graphs = [m.mnn[1] if m.mnn else None for m in self.members]
         else:
             graphs = [m.onnx_for(precision)[1] for m in self.members]
         desc = [backend, precision, [(m.name, m.weight) for m in self.members], graphs, self.manifest.get("fusion")]
@@ -103,8 +106,9 @@ def load_bundle(root: str | Path, verify: bool = True) -> Bundle:
             variants = {p: (root / Path(m[f]).name, str(m[h])) for p, (f, h) in _VARIANT_KEYS.items() if m.get(f)}
             if "fp32" not in variants:
                 raise KeyError("onnx")
+            mnn = (root / Path(m["mnn"]).name, str(m["sha256_mnn"])) if m.get("mnn") else None
             members.append(MemberSpec(m["name"], int(m["input_height"]), int(m["input_width"]), ResizePolicy.from_dict(m["resize"]),
-                                      int(m["embedding_dim"]), float(m.get("weight", 1.0)), variants))
+                                      int(m["embedding_dim"]), float(m.get("weight", 1.0)), variants, mnn))
     except (KeyError, TypeError, ValueError) as exc:
         raise ReidkitError(f"{mpath}: malformed member entry ({exc}); {REEXPORT}") from None
     if not members:

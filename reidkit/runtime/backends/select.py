@@ -1,6 +1,7 @@
 """Backend selection: ``auto`` = a TensorRT engine matching this GPU, else onnxruntime CUDA,
 else onnxruntime CPU. Only backends that can really load are tried, so nothing prints
-provider errors. ``openvino`` (a faster CPU engine, optional extra) is chosen explicitly."""
+provider errors. ``openvino`` and ``mnn`` (faster CPU engines, optional extras; ``mnn`` needs
+a bundle exported with ``--mnn``) are chosen explicitly."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import numpy as np
 from reidkit.errors import ReidkitError
 from reidkit.runtime.bundle import PRECISIONS, Bundle, verify_file
 
-BACKENDS = ("auto", "trt", "ort-cuda", "ort-cpu", "openvino")
+BACKENDS = ("auto", "trt", "ort-cuda", "ort-cpu", "openvino", "mnn")
 
 
 class Backend(Protocol):
@@ -61,6 +62,11 @@ def resolve_precision(backend: str, requested: str | None) -> str:
         if requested not in (None, "fp16"):
             raise ReidkitError(f"--precision {requested}: TensorRT engines are FP16; use --precision fp16 or --backend ort-cpu / ort-cuda")
         return "fp16"
+    if backend == "mnn":
+        if requested not in (None, "fp32"):
+            raise ReidkitError(f"--precision {requested}: MNN models are fp32 (converted from the fp32 ONNX); "
+                               "use --precision fp32, or --backend openvino / ort-cpu for fp16 and int8")
+        return "fp32"
     if requested is not None and requested not in PRECISIONS:
         raise ReidkitError(f"--precision {requested!r}: choose one of {', '.join(PRECISIONS)}")
     return requested or "fp32"
@@ -82,6 +88,17 @@ def make_backends(bundle: Bundle, name: str, threads: int | None = None, precisi
             verify_file(plan, e["sha256"], f"member {m.name!r} engine")
             out.append(TensorRTBackend(plan))
         return out
+    if name == "mnn":
+        missing = [m.name for m in bundle.members if m.mnn is None]
+        if missing:
+            raise ReidkitError(f"{bundle.root} has no MNN model for {', '.join(missing)}; re-export with `reid-export ... --mnn`, "
+                               "or use --backend openvino / ort-cpu")
+        from reidkit.runtime.backends.mnn import MnnBackend
+
+        models = [m.mnn for m in bundle.members if m.mnn is not None]
+        for m, (path, sha) in zip(bundle.members, models):
+            verify_file(path, sha, f"member {m.name!r} MNN model")
+        return [MnnBackend(path, threads=threads) for path, _ in models]
     files = [m.onnx_for(precision) for m in bundle.members]  # every member has it, before anything loads
     for m, (path, sha) in zip(bundle.members, files):
         if precision != "fp32":  # fp32 was verified when the bundle loaded
