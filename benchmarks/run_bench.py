@@ -3,8 +3,8 @@
 Same checkpoints (the bundle is exported from them), same reid-synth Whale-do data, same
 machine; the two run alternately so that machine noise hits both. Writes the headline
 report to benchmarks/results/ (markdown + JSON) with stage timings, the ratio, the
-agreement of the two submissions, and the fastest any fp32 run could be on this CPU (measured
-SGEMM FLOP/s plus the decode and resize that the pixels require).
+agreement of the two submissions, and the fastest a GEMM-based fp32 run could be on this CPU
+(measured SGEMM FLOP/s plus the decode and resize that the pixels require).
 """
 
 from __future__ import annotations
@@ -152,14 +152,16 @@ def main() -> int:
         sh(BIN / "reid-synth", data, "--images", str(args.images), "--identities", str(max(2, args.images // 10)),
            "--scenarios", str(args.scenarios), "--seed", "7", "--overwrite")
     bundle = work / "bundle"
-    sh(BIN / "reid-export", args.ensemble, "-o", bundle, "--int8", "--overwrite")
+    has_mnn = importlib.util.find_spec("MNN") is not None
+    sh(BIN / "reid-export", args.ensemble, "-o", bundle, "--int8", *(["--mnn"] if has_mnn else []), "--overwrite")
     scen, meta = data / "query_scenarios.csv", data / "metadata.csv"
     # reid-infer runs: name -> (backend, precision); OpenVINO only where the optional extra is installed
-    variants = {"reidkit": ("ort-cpu", "fp32"), "reidkit_ov": ("openvino", "fp32"),
+    variants = {"reidkit": ("ort-cpu", "fp32"), "reidkit_ov": ("openvino", "fp32"), "reidkit_mnn": ("mnn", "fp32"),
                 "reidkit_int8": ("ort-cpu", "int8"), "reidkit_ov_int8": ("openvino", "int8")}
-    if importlib.util.find_spec("openvino") is None:
-        print("OpenVINO is not installed (pip install 'reidkit[openvino]'): its columns are left out", flush=True)
-        variants = {k: v for k, v in variants.items() if v[0] != "openvino"}
+    for engine, module in (("openvino", "openvino"), ("mnn", "MNN")):
+        if importlib.util.find_spec(module) is None:
+            print(f"{module} is not installed (pip install 'reidkit[{engine}]'): its columns are left out", flush=True)
+            variants = {k: v for k, v in variants.items() if v[0] != engine}
     runs: dict[str, list[dict]] = {"seed": [], **{k: [] for k in variants}}
     for r in range(args.repeats):
         print(f"round {r + 1}/{args.repeats}: seed-style baseline", flush=True)
@@ -228,8 +230,10 @@ def main() -> int:
         f"{cpu.get('peak_gflops', float('nan')):.0f}: {cores} cores x {cpu.get('ghz', 0):.2f} GHz base x {cpu.get('fp32_flops_per_cycle')} FLOP/cycle), "
         f"so the networks alone could run at most ~{ceiling:.0f} images/s in fp32. Decoding and resizing, which must give training's "
         f"pixels, cost {dec * 1e3:.2f} CPU-ms per image on top. Together they put a floor of {floor:.2f} s under any fp32 run of "
-        f"these {n} images on {cores} cores, i.e. at best **{med['seed']['wall'] / floor:.2f}x** the baseline; the fastest reid-infer fp32 run "
-        f"({variants[best][0]}, {med[best]['wall']:.2f} s) reaches {floor / med[best]['wall']:.0%} of that bound. Beyond that floor the only lever is fewer bits (INT8), at the agreement shown.",
+        f"these {n} images on {cores} cores that computes every convolution as a matrix product (onnxruntime, OpenVINO), i.e. at best "
+        f"**{med['seed']['wall'] / floor:.2f}x** the baseline. MNN computes 3x3 convolutions with Winograd transforms, fewer "
+        f"multiplications for the same result, so that floor does not bind it. The fastest reid-infer fp32 run ({variants[best][0]}, "
+        f"{med[best]['wall']:.2f} s) takes {med[best]['wall'] / floor:.2f}x the floor. Below fp32 the lever is fewer bits (INT8), at the agreement shown.",
     ]
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = dt.date.today().isoformat() + (f"-{args.tag}" if args.tag else "")

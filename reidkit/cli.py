@@ -286,7 +286,7 @@ def synth_cmd(out_dir: Path, images: int, identities: int, scenarios: int, seed:
 @click.option("--model", required=True, type=click.Path(path_type=Path), help="Bundle directory.")
 @click.option("--images", required=True, type=click.Path(path_type=Path), help="Image folder, or a Whale-do metadata.csv (adds mAP@20).")
 @click.option("--checkpoints", multiple=True, type=click.Path(path_type=Path), help="Member checkpoints for the torch reference (default: found beside the bundle's manifest).")
-@click.option("--backends", default="torch,ort-cpu,openvino,ort-cuda,trt", help="Comma-separated backends (torch is the fp32 reference).")
+@click.option("--backends", default="torch,ort-cpu,openvino,mnn,ort-cuda,trt", help="Comma-separated backends (torch is the fp32 reference).")
 @click.option("--batch-sizes", default="1,8,32", help="Comma-separated batch sizes.")
 @click.option("--max-images", default=256, type=int, help="Images used per measurement.")
 @click.option("--repeats", default=5, type=int, help="Timed repetitions (after one warm-up).")

@@ -102,6 +102,8 @@ def _backend_runner(bundle: Bundle, name: str, precision: str) -> tuple[Runner, 
     bes = make_backends(bundle, name, precision=precision)
     if name == "trt":
         size = sum((bundle.root / e["file"]).stat().st_size for e in bundle.engines()) / 1e6
+    elif name == "mnn":
+        size = sum(m.mnn[0].stat().st_size for m in bundle.members if m.mnn) / 1e6
     else:
         size = sum(m.onnx_for(precision)[0].stat().st_size for m in bundle.members) / 1e6
 
@@ -139,7 +141,15 @@ def environment() -> dict[str, Any]:
     except (OSError, StopIteration):
         env["cpu"] = platform.processor() or "?"
     env["gpus"] = [f"{g.name} (sm {g.compute_capability[0]}.{g.compute_capability[1]})" for g in detect_gpus()] or ["none"]
-    for mod in ("numpy", "onnxruntime", "openvino", "faiss", "torch", "timm", "tensorrt"):
+    for mod in ("numpy", "onnxruntime", "openvino", "MNN", "faiss", "torch", "timm", "tensorrt"):
+        if mod == "MNN":  # importing MNN prints a banner; its version is in the package metadata
+            from importlib.metadata import PackageNotFoundError, version
+
+            try:
+                env[mod] = version("MNN")
+            except PackageNotFoundError:
+                env[mod] = "not installed"
+            continue
         try:
             m = __import__(mod)
         except ImportError:
@@ -167,7 +177,7 @@ def run_bench(model: Path, images: Path, checkpoints: Sequence[Path], backends: 
     ref_map = float("nan")
     plan: list[tuple[str, str]] = []
     for b in [x.strip() for x in backends.split(",") if x.strip()]:
-        plan += [(b, "fp32")] if b == "torch" else [(b, "fp16")] if b == "trt" else [(b, "fp32"), (b, "fp16"), (b, "int8")]
+        plan += ([(b, "fp32")] if b in ("torch", "mnn") else [(b, "fp16")] if b == "trt" else [(b, "fp32"), (b, "fp16"), (b, "int8")])
     plan.sort(key=lambda x: x[0] != "torch")  # the reference first
     for name, prec in plan:
         try:
@@ -239,7 +249,7 @@ def to_markdown(report: dict[str, Any]) -> str:
     lines = [f"# reid-bench ({report['created_at']})", "",
              f"{report['images']} images, {report['repeats']} timed repetitions after a warm-up; parity against {report['reference']}.",
              f"Environment: CPU {env['cpu']} ({env['cores']} cores); GPU {', '.join(env['gpus'])}; "
-             + ", ".join(f"{k} {env.get(k, '?')}" for k in ("onnxruntime", "openvino", "faiss", "torch", "timm", "tensorrt", "numpy")), "",
+             + ", ".join(f"{k} {env.get(k, '?')}" for k in ("onnxruntime", "openvino", "MNN", "faiss", "torch", "timm", "tensorrt", "numpy")), "",
              "| backend | precision | batch | status | size MB | images/s | p50 ms | p95 ms | spread % | peak RSS MB | min cos | mean cos | top-20 overlap | mAP@20 | change |",
              "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in report["rows"]:
