@@ -20,7 +20,7 @@ def test_bundle_layout_and_manifest(bundle):
     sizes = [(x["input_height"], x["input_width"]) for x in m["members"]]
     assert sizes == [(112, 96), (128, 112)]
     for x in m["members"]:
-        assert {p["variant"] for p in x["parity"]} == {"onnx-fp32", "onnx-fp16", "onnx-int8"}
+        assert {p["variant"] for p in x["parity"]} - {"mnn-fp32"} == {"onnx-fp32", "onnx-fp16", "onnx-int8"}  # mnn: test_mnn.py
         assert all(p["passed"] for p in x["parity"])
         assert x["resize"] == {"method": "stretch", "interpolation": "bilinear", "pad_value": 0}
         model = onnx.load(str(bundle / x["onnx"]))
