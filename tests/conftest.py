@@ -21,6 +21,26 @@ def cli(name: str, *args: str, check: bool = True, **kw) -> subprocess.Completed
     return res
 
 
+def embed_with(bundle: Path, backend: str, precision: str = "fp32"):
+    """Fused embeddings of 12 synthetic images through one backend, in two batch sizes
+    through the same loaded model (so a backend that caches one shape is caught)."""
+    import numpy as np
+
+    from reidkit.data.synth import sample_images
+    from reidkit.imaging import resize_to
+    from reidkit.runtime.backends.select import make_backends
+    from reidkit.runtime.bundle import load_bundle
+    from reidkit.runtime.embedder import fuse
+
+    b = load_bundle(bundle)
+    imgs = sample_images(12, seed=5)
+    parts = []
+    for m, be in zip(b.members, make_backends(b, backend, precision=precision)):
+        batch = np.stack([resize_to(im, m.height, m.width, m.resize) for im in imgs])
+        parts += [np.concatenate([be.run(batch[:5]), be.run(batch[5:])])]
+    return fuse(parts, [m.weight for m in b.members])
+
+
 def pytest_collection_modifyitems(config, items):
     from reidkit.runtime.gpu import detect_gpus
 

@@ -1,6 +1,5 @@
 """The MNN backend runs models converted at export and must agree with onnxruntime's fp32."""
 
-import csv
 import json
 import shutil
 import sys
@@ -8,26 +7,15 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import cli
+from conftest import cli, embed_with
 from reidkit.data.synth import sample_images
 from reidkit.errors import MissingDependencyError, ReidkitError
 from reidkit.export.parity import TOLERANCES
 from reidkit.imaging import resize_to
 from reidkit.runtime.backends.select import make_backends, resolve_precision
 from reidkit.runtime.bundle import load_bundle
-from reidkit.runtime.embedder import fuse
 
 pytest.importorskip("MNN", reason="MNN is the optional [mnn] extra; make test installs it")
-
-
-def _embed(bundle, backend):
-    b = load_bundle(bundle)
-    imgs = sample_images(12, seed=5)
-    parts = []
-    for m, be in zip(b.members, make_backends(b, backend)):
-        batch = np.stack([resize_to(im, m.height, m.width, m.resize) for im in imgs])
-        parts += [np.concatenate([be.run(batch[:5]), be.run(batch[5:])])]  # two batch sizes through one model
-    return fuse(parts, [m.weight for m in b.members])
 
 
 def test_export_records_mnn_models_that_passed_the_gate(bundle):
@@ -40,27 +28,12 @@ def test_export_records_mnn_models_that_passed_the_gate(bundle):
 
 
 def test_mnn_agrees_with_onnxruntime_fp32(bundle):
-    ref = _embed(bundle, "ort-cpu")
-    got = _embed(bundle, "mnn")
+    ref = embed_with(bundle, "ort-cpu")
+    got = embed_with(bundle, "mnn")
     assert got.shape == ref.shape and got.dtype == np.float32
     assert (ref * got).sum(axis=1).min() >= TOLERANCES["fp32"].min_cosine
     assert np.abs(ref - got).max() <= TOLERANCES["fp32"].max_abs
     assert not [m for m in sys.modules if m.startswith("MNN.tools")]  # those wrappers pip-install and send logs
-
-
-def test_reid_infer_mnn_ranks_like_ort_cpu_with_its_own_cache(tmp_path, bundle, synth):
-    args = ["--model", bundle, "--scenarios", synth / "query_scenarios.csv", "--metadata", synth / "metadata.csv", "--quiet",
-            "--cache", tmp_path / "c.sqlite"]
-    ort_run = cli("reid-infer", *args, "-o", tmp_path / "ort.csv", "--backend", "ort-cpu")
-    mnn_run = cli("reid-infer", *args, "-o", tmp_path / "mnn.csv", "--backend", "mnn")
-    assert "mnn fp32" in mnn_run.stdout and "ort-cpu fp32" in ort_run.stdout
-    assert "0 from cache" in mnn_run.stdout  # another engine's embeddings are never served
-    assert "device supports" not in mnn_run.stdout and "MNN use" not in mnn_run.stdout  # MNN's banner stays off stdout
-    read = lambda p: {(r["query_id"], r["database_image_id"]): float(r["score"]) for r in csv.DictReader(open(p))}  # noqa: E731
-    a, b = read(tmp_path / "ort.csv"), read(tmp_path / "mnn.csv")
-    assert len(a) == len(b) > 0
-    assert len(a.keys() & b.keys()) / len(a) > 0.99  # only near-ties at rank 20 may swap
-    assert max(abs(a[k] - b[k]) for k in a.keys() & b.keys()) < 1e-4
 
 
 def test_tampered_mnn_model_is_refused(tmp_path, bundle):

@@ -1,4 +1,5 @@
 import csv
+import re
 import os
 import signal
 import sqlite3
@@ -41,6 +42,23 @@ print("HEAVY", heavy)
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "HEAVY []" in res.stdout, res.stdout
     assert (tmp_path / "r.csv").exists()
+
+
+@pytest.mark.parametrize("backend, module, max_score_diff", [("openvino", "openvino", 1e-5), ("mnn", "MNN", 1e-4)])
+def test_optional_cpu_engine_ranks_like_ort_cpu_with_its_own_cache(tmp_path, bundle, synth, backend, module, max_score_diff):
+    pytest.importorskip(module, reason=f"{backend} is an optional extra; make test installs it")
+    args = ["--model", bundle, "--scenarios", synth / "query_scenarios.csv", "--metadata", synth / "metadata.csv", "--quiet",
+            "--cache", tmp_path / "c.sqlite"]
+    ort_run = cli("reid-infer", *args, "-o", tmp_path / "ort.csv", "--backend", "ort-cpu")
+    run = cli("reid-infer", *args, "-o", tmp_path / "other.csv", "--backend", backend)
+    assert f"{backend} fp32" in run.stdout and "ort-cpu fp32" in ort_run.stdout
+    assert "0 from cache" in run.stdout  # another engine's embeddings are never served
+    assert re.match(r"\d+ images \(", run.stdout)  # nothing of the engine's own chatter on stdout (MNN has a banner)
+    read = lambda p: {(r["query_id"], r["database_image_id"]): float(r["score"]) for r in csv.DictReader(open(p))}  # noqa: E731
+    a, b = read(tmp_path / "ort.csv"), read(tmp_path / "other.csv")
+    assert len(a) == len(b) > 0
+    assert len(a.keys() & b.keys()) / len(a) > 0.99  # only near-ties at rank 20 may swap
+    assert max(abs(a[k] - b[k]) for k in a.keys() & b.keys()) < max_score_diff
 
 
 def test_help_is_fast():
