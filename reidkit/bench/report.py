@@ -142,13 +142,10 @@ def environment() -> dict[str, Any]:
         env["cpu"] = platform.processor() or "?"
     env["gpus"] = [f"{g.name} (sm {g.compute_capability[0]}.{g.compute_capability[1]})" for g in detect_gpus()] or ["none"]
     for mod in ("numpy", "onnxruntime", "openvino", "MNN", "faiss", "torch", "timm", "tensorrt"):
-        if mod == "MNN":  # importing MNN prints a banner; its version is in the package metadata
-            from importlib.metadata import PackageNotFoundError, version
+        if mod == "MNN":  # importing MNN prints a banner
+            from reidkit.export.mnn_convert import mnn_version
 
-            try:
-                env[mod] = version("MNN")
-            except PackageNotFoundError:
-                env[mod] = "not installed"
+            env[mod] = mnn_version() or "not installed"
             continue
         try:
             m = __import__(mod)

@@ -161,12 +161,10 @@ def _tool_versions() -> dict[str, str]:
     import timm
     import torch
 
+    from reidkit.export.mnn_convert import mnn_version
+
     versions = {"reidkit": __version__, "torch": torch.__version__, "timm": timm.__version__, "onnx": onnx.__version__,
                 "onnxruntime": onnxruntime.__version__, "python": platform.python_version()}
-    try:
-        from importlib.metadata import version
-
-        versions["mnn"] = version("MNN")
-    except Exception:  # not installed: the bundle has no MNN models
-        pass
+    if mnn_version():
+        versions["mnn"] = str(mnn_version())
     return versions

@@ -40,6 +40,16 @@ def require_mnn() -> None:
         raise MissingDependencyError(f"reid-export --mnn needs MNN; {INSTALL}")
 
 
+def mnn_version() -> str | None:
+    """The installed MNN's version from its package metadata (importing MNN prints a banner)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("MNN")
+    except PackageNotFoundError:
+        return None
+
+
 def flip_as_gather(src: str | Path, dst: str | Path) -> int:
     """Copy an ONNX model with every reversing ``Slice`` (step -1 over a whole static axis)
     replaced by a ``Gather`` of reversed indices; returns how many were replaced."""
@@ -57,7 +67,7 @@ def flip_as_gather(src: str | Path, dst: str | Path) -> int:
         dims = vi.type.tensor_type.shape.dim
         shapes[vi.name] = [d.dim_value if d.HasField("dim_value") else None for d in dims]
     replaced = 0
-    for i, n in enumerate(list(g.node)):
+    for n in list(g.node):
         if n.op_type != "Slice" or len(n.input) < 5 or any(x not in consts for x in n.input[1:5]):
             continue
         starts, ends, axes, steps = (consts[x].reshape(-1) for x in n.input[1:5])
