@@ -219,7 +219,7 @@ def run_bench(model: Path, images: Path, checkpoints: Sequence[Path], backends: 
               "reference": "torch fp32" if ref is not None else "none (torch unavailable)", "rows": [asdict(r) for r in rows]}
     out.mkdir(parents=True, exist_ok=True)
     with atomic_write(out / "report.json", "w", encoding="utf-8") as fh:
-        json.dump(report, fh, indent=2)
+        json.dump(_json_safe(report), fh, indent=2, allow_nan=False)
     md = to_markdown(report)
     with atomic_write(out / "report.md", "w", encoding="utf-8") as fh:
         fh.write(md)
@@ -238,6 +238,17 @@ def _find_checkpoints(bundle: Bundle) -> list[Path]:
             return []
         found.append(hit)
     return found
+
+
+def _json_safe(x: Any) -> Any:
+    """NaN (a figure a backend that could not run does not have) as null: strict JSON readers reject NaN."""
+    if isinstance(x, float) and x != x:
+        return None
+    if isinstance(x, dict):
+        return {k: _json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_safe(v) for v in x]
+    return x
 
 
 def to_markdown(report: dict[str, Any]) -> str:

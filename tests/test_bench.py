@@ -1,0 +1,59 @@
+"""reid-bench's report and the seed-style baseline, run as a user runs them."""
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import cli
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _strict_json(path: Path):
+    def refuse(token):
+        raise ValueError(f"{path} holds {token}, which is not JSON")
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+def test_reid_bench_writes_a_report_with_parity_and_every_backend_accounted_for(tmp_path, bundle, members, synth):
+    backends = ["torch", "ort-cpu", "trt"] + (["mnn"] if importlib.util.find_spec("MNN") else [])
+    out = tmp_path / "report"
+    cli("reid-bench", "--model", bundle, "--images", synth / "metadata.csv", "--backends", ",".join(backends),
+              "--batch-sizes", "4,8", "--max-images", "16", "--repeats", "2", "-o", out,
+              *[a for m in members for a in ("--checkpoints", m)])
+    assert (out / "plots.png").stat().st_size > 0 and (out / "report.md").read_text().startswith("# reid-bench")
+    report = _strict_json(out / "report.json")
+    rows = {(r["backend"], r["precision"], r["batch"]): r for r in report["rows"]}
+    assert report["reference"] == "torch fp32" and report["labelled"] and report["images"] == 16
+    for bs in (4, 8):
+        torch_row, fp32, int8 = rows[("torch", "fp32", bs)], rows[("ort-cpu", "fp32", bs)], rows[("ort-cpu", "int8", bs)]
+        assert torch_row["status"] == fp32["status"] == "works" and torch_row["min_cos"] > 0.99999
+        assert fp32["min_cos"] >= 0.99999 and fp32["top20_overlap"] > 0.99 and abs(fp32["map20_delta"]) < 1e-3
+        assert int8["status"].startswith("works") and int8["min_cos"] < fp32["min_cos"]  # quantised: close, not equal
+        assert fp32["images_per_s"] > 0 and fp32["p95_ms"] >= fp32["p50_ms"] > 0 and fp32["spread_pct"] is not None
+        if "mnn" in backends:
+            assert rows[("mnn", "fp32", bs)]["status"] == "works" and rows[("mnn", "fp32", bs)]["min_cos"] >= 0.99999
+    trt = [r for r in report["rows"] if r["backend"] == "trt"]
+    assert len(trt) == 1 and trt[0]["status"] == "failed" and "TensorRT" in trt[0]["reason"]  # listed with the reason, not dropped
+    assert trt[0]["images_per_s"] is None  # NaN becomes null
+    assert "failed (" in (out / "report.md").read_text()
+
+
+def test_seed_baseline_and_reid_infer_give_the_same_submission(tmp_path, bundle, members, synth):
+    scen, meta = synth / "query_scenarios.csv", synth / "metadata.csv"
+    res = subprocess.run([sys.executable, ROOT / "benchmarks" / "seed_baseline.py", *members, "--scenarios", scen, "--metadata", meta,
+                          "--out", tmp_path / "seed.csv"], capture_output=True, text=True, check=True)
+    stages = json.loads(res.stdout.strip().splitlines()[-1])
+    assert stages["images"] > 0 and all(stages[k] >= 0 for k in ("import", "decode", "embed", "rank", "total"))
+    cli("reid-infer", "--model", bundle, "--scenarios", scen, "--metadata", meta, "-o", tmp_path / "ours.csv", "--backend", "ort-cpu", "--quiet")
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from run_bench import agreement
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    agree = agreement(tmp_path / "seed.csv", tmp_path / "ours.csv")
+    assert agree["top20_overlap"] > 0.99 and agree["max_score_diff"] < 1e-4
