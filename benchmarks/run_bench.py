@@ -151,17 +151,17 @@ def main() -> int:
     if not (data / "metadata.csv").exists():
         sh(BIN / "reid-synth", data, "--images", str(args.images), "--identities", str(max(2, args.images // 10)),
            "--scenarios", str(args.scenarios), "--seed", "7", "--overwrite")
-    bundle = work / "bundle"
-    has_mnn = importlib.util.find_spec("MNN") is not None
-    sh(BIN / "reid-export", args.ensemble, "-o", bundle, "--int8", *(["--mnn"] if has_mnn else []), "--overwrite")
-    scen, meta = data / "query_scenarios.csv", data / "metadata.csv"
-    # reid-infer runs: name -> (backend, precision); OpenVINO only where the optional extra is installed
+    # reid-infer runs: name -> (backend, precision); OpenVINO and MNN only where their optional extras are installed
     variants = {"reidkit": ("ort-cpu", "fp32"), "reidkit_ov": ("openvino", "fp32"), "reidkit_mnn": ("mnn", "fp32"),
                 "reidkit_int8": ("ort-cpu", "int8"), "reidkit_ov_int8": ("openvino", "int8")}
     for engine, module in (("openvino", "openvino"), ("mnn", "MNN")):
         if importlib.util.find_spec(module) is None:
             print(f"{module} is not installed (pip install 'reidkit[{engine}]'): its columns are left out", flush=True)
             variants = {k: v for k, v in variants.items() if v[0] != engine}
+    bundle = work / "bundle"
+    mnn = ["--mnn"] if any(b == "mnn" for b, _ in variants.values()) else []
+    sh(BIN / "reid-export", args.ensemble, "-o", bundle, "--int8", *mnn, "--overwrite")
+    scen, meta = data / "query_scenarios.csv", data / "metadata.csv"
     runs: dict[str, list[dict]] = {"seed": [], **{k: [] for k in variants}}
     for r in range(args.repeats):
         print(f"round {r + 1}/{args.repeats}: seed-style baseline", flush=True)
