@@ -165,6 +165,7 @@ def _tool_versions() -> dict[str, str]:
 
     versions = {"reidkit": __version__, "torch": torch.__version__, "timm": timm.__version__, "onnx": onnx.__version__,
                 "onnxruntime": onnxruntime.__version__, "python": platform.python_version()}
-    if mnn_version():
-        versions["mnn"] = str(mnn_version())
+    mnn = mnn_version()
+    if mnn:
+        versions["mnn"] = mnn
     return versions
