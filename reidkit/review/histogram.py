@@ -42,9 +42,7 @@ def score_histogram_svg(series: dict[str, Sequence[float]], bins: int = 24, widt
                              f'[{edges[i]:.3f}, {edges[i + 1]:.3f})</title></rect>')
     axis_y = pad_t + ph
     parts.append(f'<line x1="{pad_l}" y1="{axis_y}" x2="{pad_l + pw}" y2="{axis_y}" stroke="#555"/>')
-    for x, label in ((pad_l, f"{lo:.2f}"), (pad_l + pw / 4, ""), (pad_l + 3 * pw / 4, ""), (pad_l + pw, f"{hi:.2f}")):
-        if not label:
-            continue
+    for x, label in ((pad_l, f"{lo:.2f}"), (pad_l + pw, f"{hi:.2f}")):
         parts.append(f'<text x="{x:.0f}" y="{axis_y + 15}" font-size="11" text-anchor="middle">{label}</text>')
     parts.append(f'<text x="{pad_l - 4}" y="{pad_t + 4}" font-size="11" text-anchor="end">{top}</text>')
     parts.append(f'<text x="{pad_l + pw / 2:.0f}" y="{axis_y + 15}" font-size="11" text-anchor="middle">score</text>')
