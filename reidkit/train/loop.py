@@ -23,7 +23,7 @@ from reidkit.errors import ReidkitError
 from reidkit.imaging import ResizePolicy
 from reidkit.metrics import embedding_metrics, leave_one_out_whaledo_map
 from reidkit.progress import progress_bar
-from reidkit.runtime.knn import l2_normalise
+from reidkit.vectors import l2_normalise
 from reidkit.train.checkpoint import load_tensors, save_member
 from reidkit.train.dataset import AugmentConfig, ReidDataset, decode_all
 from reidkit.train.heads import HeadConfig, MarginHead
