@@ -127,3 +127,44 @@ def test_by_identity_refuses_a_flat_gallery(tmp_path, bundle, orl_split):
     assert res.returncode == 2, res.stderr
     assert len(res.stderr.strip().splitlines()) == 1 and "one folder per identity" in res.stderr
     assert not (tmp_path / "r.csv").exists()
+
+
+def test_by_identity_in_scenario_mode_uses_whale_id(tmp_path, bundle, synth):
+    from reidkit.data.whaledo import read_metadata
+
+    whale = read_metadata(synth / "metadata.csv").whale_id
+    base = ["--model", bundle, "--scenarios", synth / "query_scenarios.csv", "--metadata", synth / "metadata.csv", "--quiet"]
+    cli("reid-infer", *base, "-o", tmp_path / "images.csv")
+    cli("reid-infer", *base, "-o", tmp_path / "ids.csv", "--by", "identity", "--top-k", "5")
+    best: dict[tuple[str, str], float] = defaultdict(float)
+    for r in _read(tmp_path / "images.csv"):
+        key = (r["query_id"], whale[r["database_image_id"]])
+        best[key] = max(best[key], float(r["score"]))
+    per_q = defaultdict(list)
+    for r in _read(tmp_path / "ids.csv"):
+        per_q[r["query_id"]].append(r)
+        assert whale[r["database_image_id"]] == r["identity"]
+    assert set(per_q) == {q for q, _ in best}
+    for qid, rows in per_q.items():
+        scores = [float(r["score"]) for r in rows]
+        assert len({r["identity"] for r in rows}) == len(rows) <= 5 and scores == sorted(scores, reverse=True)
+        # the image rows are a top-20 prefix: an identity seen there has its best image there
+        for r in rows:
+            if (qid, r["identity"]) in best:
+                assert float(r["score"]) == pytest.approx(best[(qid, r["identity"])], abs=2e-6)
+        top_image = max((v, ident) for (q, ident), v in best.items() if q == qid)
+        assert rows[0]["identity"] == top_image[1]
+
+
+def test_by_identity_in_scenario_mode_needs_whale_id(tmp_path, bundle, synth):
+    rows = (synth / "metadata.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    keep = [i for i, h in enumerate(header) if h != "whale_id"]
+    shutil_dir = tmp_path / "ds"
+    import shutil
+
+    shutil.copytree(synth, shutil_dir)
+    (shutil_dir / "metadata.csv").write_text("\n".join(",".join(r.split(",")[i] for i in keep) for r in rows) + "\n")
+    res = cli("reid-infer", "--model", bundle, "--scenarios", shutil_dir / "query_scenarios.csv", "--metadata", shutil_dir / "metadata.csv",
+              "-o", tmp_path / "r.csv", "--by", "identity", "--quiet", check=False)
+    assert res.returncode == 2 and "whale_id" in res.stderr and len(res.stderr.strip().splitlines()) == 1

@@ -31,7 +31,7 @@ from typing import Sequence
 import numpy as np
 
 from reidkit.errors import ReidkitError
-from reidkit.runtime.knn import shortlist
+from reidkit.runtime.knn import shortlist, to_unit_score
 
 AGGREGATES = ("max", "mean-top2")
 HEADER = ["query_id", "identity", "score", "database_image_id"]
@@ -92,6 +92,14 @@ def rank_identities(database: np.ndarray, queries: np.ndarray, identities: Seque
         pending = np.asarray(retry, np.int64)
         depth = min(n_db, depth * 4)
     return out
+
+
+def identity_rows(results: Sequence[Sequence[IdentityMatch]], qids: Sequence[str],
+                  dids: Sequence[str]) -> list[tuple[str, ...]]:
+    """CSV rows ``query_id,identity,score,database_image_id``; scores mapped like image scores."""
+    flat = [(q, m) for q, ms in zip(qids, results) for m in ms]
+    scores = to_unit_score(np.array([m.cosine for _, m in flat], np.float64)).tolist()
+    return [(q, m.identity, f"{s:.6f}", dids[m.image]) for (q, m), s in zip(flat, scores)]
 
 
 def _aggregate(sims: np.ndarray, idx: np.ndarray, codes: np.ndarray, eff: np.ndarray, k: int,
