@@ -157,14 +157,13 @@ def test_by_identity_in_scenario_mode_uses_whale_id(tmp_path, bundle, synth):
 
 
 def test_by_identity_in_scenario_mode_needs_whale_id(tmp_path, bundle, synth):
-    rows = (synth / "metadata.csv").read_text().splitlines()
-    header = rows[0].split(",")
-    keep = [i for i, h in enumerate(header) if h != "whale_id"]
-    shutil_dir = tmp_path / "ds"
     import shutil
 
-    shutil.copytree(synth, shutil_dir)
-    (shutil_dir / "metadata.csv").write_text("\n".join(",".join(r.split(",")[i] for i in keep) for r in rows) + "\n")
-    res = cli("reid-infer", "--model", bundle, "--scenarios", shutil_dir / "query_scenarios.csv", "--metadata", shutil_dir / "metadata.csv",
+    rows = (synth / "metadata.csv").read_text().splitlines()
+    keep = [i for i, h in enumerate(rows[0].split(",")) if h != "whale_id"]
+    ds = tmp_path / "ds"
+    shutil.copytree(synth, ds)
+    (ds / "metadata.csv").write_text("\n".join(",".join(r.split(",")[i] for i in keep) for r in rows) + "\n")
+    res = cli("reid-infer", "--model", bundle, "--scenarios", ds / "query_scenarios.csv", "--metadata", ds / "metadata.csv",
               "-o", tmp_path / "r.csv", "--by", "identity", "--quiet", check=False)
     assert res.returncode == 2 and "whale_id" in res.stderr and len(res.stderr.strip().splitlines()) == 1

@@ -80,16 +80,20 @@ def _correct(q: str, g: str) -> bool:
     return q.split("/")[0] == g.split("/")[0]
 
 
-def test_every_image_loads_and_the_page_makes_no_network_request(driver, page):
-    requested_urls(driver)  # drop earlier entries
-    driver.get(page["url"])
-    # lazy images load when scrolled to; ask for all of them now and wait
+def _image_widths(driver, url) -> list[int]:
+    """naturalWidth of every image once all have loaded (lazy ones are asked for at once)."""
+    driver.get(url)
     driver.execute_script("document.querySelectorAll('img').forEach(function (i) { i.loading = 'eager'; })")
     deadline = time.time() + 30
     while time.time() < deadline and not driver.execute_script(
             "return Array.prototype.every.call(document.images, function (i) { return i.complete; })"):
         time.sleep(0.1)
-    widths = driver.execute_script("return Array.prototype.map.call(document.images, function (i) { return i.naturalWidth; })")
+    return driver.execute_script("return Array.prototype.map.call(document.images, function (i) { return i.naturalWidth; })")
+
+
+def test_every_image_loads_and_the_page_makes_no_network_request(driver, page):
+    requested_urls(driver)  # drop earlier entries
+    widths = _image_widths(driver, page["url"])
     n_cands = sum(len(c) for c in page["rows"].values())
     assert len(widths) == len(page["rows"]) + n_cands
     assert all(w > 0 for w in widths), widths
@@ -225,3 +229,22 @@ def _downloaded(driver, timeout: float = 15.0) -> str:
             return target.read_text(encoding="utf-8")
         time.sleep(0.1)
     raise AssertionError(f"no decisions.csv downloaded into {folder}: {list(folder.iterdir())}")
+
+
+def test_reid_infer_identity_page_opens_with_every_image_and_folder_marks(driver, tmp_path, bundle, orl_split):
+    """The demo's page: reid-infer --by identity --review on the ORL identity folders."""
+    from conftest import cli
+
+    cli("reid-infer", "--model", bundle, "--query", orl_split / "query", "--gallery", orl_split / "gallery", "-o", tmp_path / "ids.csv",
+        "--by", "identity", "--top-k", "5", "--review", tmp_path / "review", "--quiet")
+    widths = _image_widths(driver, (tmp_path / "review" / "index.html").as_uri())
+    assert len(widths) == 10 + 10 * 5 and all(w > 0 for w in widths)
+    got = driver.execute_script("""
+        return Array.prototype.map.call(document.querySelectorAll('[data-query]'), function (q) {
+          return [q.dataset.query, Array.prototype.map.call(q.querySelectorAll('[data-candidate]'), function (c) {
+            return [c.dataset.candidate, c.dataset.correct]; })]; });""")
+    queries = sorted(p.relative_to(orl_split / "query").as_posix() for p in (orl_split / "query").rglob("*.pgm"))
+    assert sorted(q for q, _ in got) == queries
+    for q, cands in got:
+        assert 1 <= len(cands) <= 5 and len({c for c, _ in cands}) == len(cands)
+        assert [m for _, m in cands] == [str(c == q.split("/")[0]).lower() for c, _ in cands]
