@@ -211,3 +211,15 @@ def test_reid_infer_review_page(tmp_path, bundle, orl_split, by):
         assert [c["data-correct"] for c in cands] == [str(_identity(r["database_image_id"]) == _identity(qid)).lower()
                                                       for r in per[qid]]
     assert len(list((tmp_path / "page" / "thumbs").glob("*.jpg"))) <= 10 + 90
+
+
+def test_metadata_only_form_takes_query_ids_as_image_ids(tmp_path, synth):
+    from reidkit.data.whaledo import read_metadata
+
+    meta = read_metadata(synth / "metadata.csv")
+    ids = meta.image_ids
+    rows = [(q, d, f"{0.9 - 0.1 * k:.6f}") for q in ids[:6] for k, d in enumerate(x for x in ids[6:10])]
+    m = write_matches(tmp_path / "m.csv", rows)
+    review_cli("--matches", m, "--metadata", synth / "metadata.csv", "-o", tmp_path / "page", "--quiet")
+    for q, cands in read_page(tmp_path / "page").blocks().items():
+        assert [c["data-correct"] for c in cands] == [str(meta.whale_id[c["data-candidate"]] == meta.whale_id[q]).lower() for c in cands]

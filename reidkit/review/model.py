@@ -188,12 +188,18 @@ def _first_folder(paths: Mapping[str, Path]) -> dict[str, str]:
 
 def scenario_catalogue(metadata: Path, scenarios: Path | None, labels: Path | None = None) -> Catalogue:
     """Scenario mode: query ids map to images through the scenarios' query files (or are image
-    ids themselves without ``scenarios``); truth from ``labels`` or from metadata whale_id."""
+    ids themselves without ``scenarios``); truth from ``labels`` or from metadata whale_id
+    (within each scenario's database, or over all images without ``scenarios``)."""
     from reidkit.data.whaledo import read_metadata, read_scenarios
 
     meta = read_metadata(metadata)
     q_image = {i: i for i in meta.image_ids}
     truth: dict[str, set[str]] | None = None
+    if meta.whale_id and scenarios is None and labels is None:  # every image of the same whale, but itself
+        by_whale: dict[str, set[str]] = defaultdict(set)
+        for i, w in meta.whale_id.items():
+            by_whale[w].add(i)
+        truth = {i: by_whale[w] - {i} for i, w in meta.whale_id.items()}
     if scenarios is not None:
         scen = read_scenarios(scenarios, set(meta.image_ids))
         q_image = {qid: img for sc in scen for qid, img in sc.queries}
