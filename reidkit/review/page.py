@@ -73,7 +73,7 @@ def _block(q: QueryItem, order: int, thumbs: dict[Path, Thumb], kind: str) -> st
 def _summary_html(review: Review) -> str:
     s = summary(review)
     n_c = sum(len(q.candidates) for q in review.queries)
-    items = [f"{len(review.queries)} queries", f"{n_c} candidates ({review.kind}s)"]
+    items = [f"{len(review.queries)} queries", f"{n_c} candidates ({'identities' if review.kind == 'identity' else 'images'})"]
     if s:
         what = "identities" if review.kind == "identity" else "images"
         items += [f'<b>mAP@20</b> <span id="map20">{s["mAP@20"]:.4f}</span>',

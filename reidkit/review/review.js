@@ -63,7 +63,7 @@
   }
   function count() {
     var n = Object.keys(state).length;
-    document.getElementById("count").textContent = n ? n + " queries decided" : "";
+    document.getElementById("count").textContent = n ? n + (n === 1 ? " query" : " queries") + " decided" : "";
   }
 
   function num(el, k, dflt) { var v = el.dataset[k]; return v === undefined ? dflt : parseFloat(v); }
