@@ -124,8 +124,10 @@ def test_blocks_candidates_and_correct_marks_follow_the_csv_and_the_folders(driv
 
 
 def _order(driver) -> list[str]:
-    return driver.execute_script("return Array.prototype.map.call(document.querySelectorAll('[data-query]'), "
-                                 "function (q) { return q.dataset.query; })")
+    """Query ids in the order the reviewer sees them (top to bottom on the screen)."""
+    return driver.execute_script("return Array.prototype.slice.call(document.querySelectorAll('[data-query]'))"
+                                 ".sort(function (a, b) { return a.getBoundingClientRect().top - b.getBoundingClientRect().top; })"
+                                 ".map(function (q) { return q.dataset.query; })")
 
 
 def _shown(driver) -> set[str]:
@@ -158,6 +160,7 @@ def test_sorting_and_filtering(driver, page):
 
     sort.select_by_value("file")
     assert _order(driver) == list(rows)
+    assert driver.execute_script("return window.reidkitReview.order()") == list(rows)
     box = driver.find_element(By.ID, "missed")
     box.click()
     assert _shown(driver) == missed

@@ -8,6 +8,7 @@ here, in Python, where tests can check it.
 
 from __future__ import annotations
 
+import csv
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -83,8 +84,10 @@ class Review:
 
 def read_matches(path: Path) -> tuple[str, dict[str, list[dict[str, str]]]]:
     """The kind of a matches CSV (from its header) and its rows per query, in file order."""
-    with open(path, encoding="utf-8-sig") as fh:
-        header = [h.strip() for h in fh.readline().strip().split(",")]
+    if not Path(path).is_file():
+        raise ReidkitError(f"--matches {path} does not exist or is not a file")
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        header = [h.strip() for h in next(csv.reader(fh), [])]
     kind = "identity" if "identity" in header else "image"
     rows = read_rows(path, IDENTITY_HEADER if kind == "identity" else IMAGE_HEADER)
     per: dict[str, list[dict[str, str]]] = defaultdict(list)

@@ -36,8 +36,7 @@ def _a(value: object) -> str:
 def _img(t: Thumb, alt: str, src: Path) -> str:
     if t.name is None:
         return f'<div class="noimg" title="{_a(f"{src}: {t.error}")}">image unreadable<br>{escape(t.error)}</div>'
-    return (f'<img loading="lazy" decoding="async" src="{THUMBS}/{t.name}" width="{t.width}" height="{t.height}" '
-            f'alt="{_a(alt)}" title="{_a(src)}">')
+    return f'<img loading="lazy" decoding="async" src="{THUMBS}/{t.name}" width="{t.width}" height="{t.height}" alt="{_a(alt)}">'
 
 
 def _block(q: QueryItem, order: int, thumbs: dict[Path, Thumb], kind: str) -> str:
@@ -45,7 +44,7 @@ def _block(q: QueryItem, order: int, thumbs: dict[Path, Thumb], kind: str) -> st
     attrs = f'data-query="{_a(q.id)}" data-order="{order}" data-margin="{q.margin:.6f}"'
     attrs += f' data-top="{q.candidates[0].score:.6f}"' if q.candidates else ""
     if first is not None:
-        attrs += f' data-first-correct="{first}" data-has-truth="{str(bool(q.n_true)).lower()}"'
+        attrs += f' data-first-correct="{first}"'
     ident = f'<span class="ident">{escape(q.identity)}</span>' if q.identity else ""
     out = [f'<section class="q" {attrs}><div class="qhead"><figure class="query">{_img(thumbs[q.image], f"query {q.id}", q.image)}'
            f'<figcaption><b>{escape(q.id)}</b>{ident}</figcaption></figure>'
