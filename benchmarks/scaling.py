@@ -1,0 +1,269 @@
+"""Scaling report for issue 16: reid-infer at 10^3..10^5 images, kNN indexes at 10^4..10^6
+vectors, shortlist re-ranking against the dense reference. Writes JSON parts and the
+report (scaling.md + scaling.png) under benchmarks/results/scaling/.
+
+    python benchmarks/scaling.py infer  --bundle B --pool DIR... --sizes 1000,10000,100000
+    python benchmarks/scaling.py knn    --dim 256 --sizes 10000,100000,1000000
+    python benchmarks/scaling.py rerank --dim 256
+    python benchmarks/scaling.py report
+
+Every timing is reported with CPU seconds beside wall seconds: the machine is shared, so
+wall time is noisy, CPU time much less so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+OUT = Path(__file__).parent / "results" / "scaling"
+BIN = Path(sys.executable).parent
+
+
+def _save(name: str, data: object) -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / f"{name}.json").write_text(json.dumps(data, indent=2))
+
+
+def _cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# ----------------------------------------------------------------------------- reid-infer
+def prepare(pool: list[Path], n: int, root: Path) -> Path:
+    """A Whale-do layout of n images: hard links to the pool's reid-synth JPEGs; past the pool's
+    size, copies with a trailing comment byte after the JPEG's end (decoded identically, but a
+    different content hash, so nothing is deduplicated: every image costs a full decode and
+    inference). One scenario: n/100 queries (at least 100) against all n images."""
+    d = root / f"n{n}"
+    if (d / "query_scenarios.csv").is_file():
+        return d
+    shutil.rmtree(d, ignore_errors=True)
+    (d / "images").mkdir(parents=True)
+    src = [p for r in pool for p in sorted((r / "images").glob("*.jpg"))]
+    rows = []
+    for i in range(n):
+        s = src[i % len(src)]
+        dst = d / "images" / f"{i:07d}.jpg"
+        if i < len(src):
+            os.link(s, dst)
+        else:
+            dst.write_bytes(s.read_bytes() + bytes([i // len(src) % 256]))
+        rows.append(f"{i:07d},images/{i:07d}.jpg")
+    (d / "metadata.csv").write_text("image_id,path\n" + "\n".join(rows) + "\n")
+    rng = np.random.default_rng(0)
+    q = rng.choice(n, size=max(100, n // 100), replace=False)
+    (d / "q.csv").write_text("query_id,query_image_id\n" + "".join(f"q{i},{i:07d}\n" for i in q))
+    (d / "db.csv").write_text("database_image_id\n" + "".join(f"{i:07d}\n" for i in range(n)))
+    (d / "query_scenarios.csv").write_text("scenario_id,queries_path,database_path\ns0,q.csv,db.csv\n")
+    return d
+
+
+def bench_infer(bundle: Path, pool: list[Path], sizes: list[int], work: Path, backend: str) -> None:
+    rows = []
+    for n in sizes:
+        d = prepare(pool, n, work)
+        cmd = ["/usr/bin/time", "-v", str(BIN / "reid-infer"), "--model", str(bundle), "--scenarios", str(d / "query_scenarios.csv"),
+               "--metadata", str(d / "metadata.csv"), "-o", str(work / f"sub{n}.csv"), "--backend", backend, "--quiet",
+               "--report-json", str(work / f"run{n}.json")]
+        t = time.perf_counter()
+        res = subprocess.run(cmd, capture_output=True, text=True)
+        wall = time.perf_counter() - t
+        if res.returncode:
+            raise SystemExit(res.stderr[-3000:])
+        tv = {k.strip(): v.strip() for k, _, v in (ln.partition(": ") for ln in res.stderr.splitlines()) if v}
+        cpu = float(tv["User time (seconds)"]) + float(tv["System time (seconds)"])
+        run = json.loads((work / f"run{n}.json").read_text())
+        rows.append({"images": n, "wall_s": wall, "cpu_s": cpu, "images_per_s": n / run["seconds"],
+                     "embed_images_per_s": n / run["embed_seconds"], "cpu_s_per_image": cpu / n,
+                     "peak_rss_mb": int(tv["Maximum resident set size (kbytes)"]) / 1024, "rank_s": run["rank_seconds"],
+                     "backend": run["backend"]})
+        print(rows[-1], flush=True)
+        _save("infer", rows)
+
+
+# ----------------------------------------------------------------------------- kNN
+def clustered(n: int, dim: int, seed: int, centres: int = 1000, spread: float = 0.35) -> np.ndarray:
+    """Unit vectors around `centres` random directions: identities with several sightings,
+    like a catalogue; harder for IVF/HNSW than uniform noise would be easy."""
+    rng = np.random.default_rng(seed)
+    c = rng.standard_normal((centres, dim)).astype(np.float32)
+    c /= np.linalg.norm(c, axis=1, keepdims=True)
+    out = np.empty((n, dim), np.float32)
+    for s in range(0, n, 100_000):
+        m = min(100_000, n - s)
+        x = c[rng.integers(0, centres, m)] + spread * rng.standard_normal((m, dim)).astype(np.float32) / np.sqrt(dim)
+        out[s:s + m] = x / np.linalg.norm(x, axis=1, keepdims=True)
+    return out
+
+
+def recall_at(approx: np.ndarray, exact: np.ndarray, k: int = 20) -> float:
+    return float(np.mean([len(set(a[:k]) & set(e[:k])) / k for a, e in zip(approx, exact)]))
+
+
+def bench_knn(dim: int, sizes: list[int], n_queries: int, kinds: list[str]) -> None:
+    from reidkit.runtime.index import GalleryIndex, IndexParams
+
+    rows = []
+    prev = OUT / "knn.json"
+    if prev.is_file():
+        rows = json.loads(prev.read_text())
+    for n in sizes:
+        g = clustered(n, dim, seed=1)
+        q = clustered(n_queries, dim, seed=2)
+        truth = None
+        for kind in ["exact"] + [k for k in kinds if k != "exact"]:
+            t, c = time.perf_counter(), _cpu()
+            idx = GalleryIndex.build(g, kind, IndexParams())
+            build_s, build_cpu = time.perf_counter() - t, _cpu() - c
+            idx.search(q[:10], 21)  # warm-up
+            t, c = time.perf_counter(), _cpu()
+            _, found = idx.search(q, 20)
+            search_s, search_cpu = time.perf_counter() - t, _cpu() - c
+            if kind == "exact":
+                truth = found
+            row = {"vectors": n, "dim": dim, "kind": kind, "queries": n_queries, "build_s": build_s, "build_cpu_s": build_cpu,
+                   "ms_per_query": 1000 * search_s / n_queries, "cpu_ms_per_query": 1000 * search_cpu / n_queries,
+                   "recall_at_20": recall_at(found, truth), "params": idx.meta()["params"], "threads": _threads()}
+            rows = [r for r in rows if not (r["vectors"] == n and r["kind"] == kind)] + [row]
+            print(row, flush=True)
+            _save("knn", rows)
+            del idx
+
+
+def _threads() -> int:
+    import faiss
+
+    return int(faiss.omp_get_max_threads())
+
+
+# ----------------------------------------------------------------------------- re-ranking
+def bench_rerank(dim: int) -> None:
+    """Dense reference vs shortlist at small sizes (agreement, time, memory), then the
+    shortlist alone at 10^5 gallery images, each in a fresh process so peak RSS is its own."""
+    rows = []
+    for g_n, q_n, mode in [(1000, 20, "dense"), (1000, 20, "shortlist"), (3000, 20, "dense"), (3000, 20, "shortlist"),
+                           (100_000, 1000, "shortlist")]:
+        res = subprocess.run([sys.executable, __file__, "_rerank_one", str(g_n), str(q_n), mode, str(dim)],
+                             capture_output=True, text=True, env={**os.environ})
+        if res.returncode:
+            raise SystemExit(res.stderr[-3000:])
+        rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
+        print(rows[-1], flush=True)
+        _save("rerank", rows)
+
+
+def _rerank_one(g_n: int, q_n: int, mode: str, dim: int) -> None:
+    from reidkit.runtime.index import GalleryIndex
+    from reidkit.runtime.rerank import RerankParams, dense_rerank_reference, rerank_shortlist
+
+    g = clustered(g_n, dim, seed=3, centres=max(10, g_n // 5))
+    q = clustered(q_n, dim, seed=4, centres=max(10, g_n // 5))
+    base_rss = _peak_rss_mb()
+    t, c = time.perf_counter(), _cpu()
+    if mode == "dense":
+        d = dense_rerank_reference(q, g, per_query=False)
+        top = np.argsort(d, axis=1)[:, :20]
+    else:
+        p = RerankParams()
+        _, sl = GalleryIndex.build(g, "exact").search(q, p.shortlist)
+        _, top = rerank_shortlist(q, g, sl, p)
+        top = top[:, :20]
+    wall, cpu = time.perf_counter() - t, _cpu() - c
+    out = {"gallery": g_n, "queries": q_n, "mode": mode, "wall_s": wall, "cpu_s": cpu, "peak_rss_mb": _peak_rss_mb(),
+           "rss_before_mb": base_rss}
+    if g_n <= 3000:  # agreement of the shortlist's top 20 with the dense per-query reference
+        ref = dense_rerank_reference(q, g, per_query=True) if mode == "shortlist" else None
+        if ref is not None:
+            out["top20_overlap_vs_dense_per_query"] = recall_at(top, np.argsort(ref, axis=1)[:, :20])
+    print(json.dumps(out))
+
+
+# ----------------------------------------------------------------------------- report
+def report() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    infer = json.loads((OUT / "infer.json").read_text()) if (OUT / "infer.json").is_file() else []
+    knn = json.loads((OUT / "knn.json").read_text()) if (OUT / "knn.json").is_file() else []
+    rr = json.loads((OUT / "rerank.json").read_text()) if (OUT / "rerank.json").is_file() else []
+    fig, ax = plt.subplots(1, 3, figsize=(15, 4.2))
+    if infer:
+        n = [r["images"] for r in infer]
+        ax[0].plot(n, [r["embed_images_per_s"] for r in infer], "o-", label="images/s (embed stage, wall)")
+        ax[0].plot(n, [1 / r["cpu_s_per_image"] for r in infer], "s--", label="images per CPU-second (whole run)")
+        a2 = ax[0].twinx()
+        a2.plot(n, [r["peak_rss_mb"] for r in infer], "r^:", label="peak RSS (MB)")
+        a2.set_ylabel("peak RSS (MB)")
+        ax[0].set_xscale("log")
+        ax[0].set_xlabel("images")
+        ax[0].legend(loc="lower left", fontsize=8)
+        ax[0].set_title("reid-infer throughput and memory")
+    for kind, m in (("exact", "o-"), ("ivf", "s-"), ("hnsw", "^-")):
+        pts = sorted((r["vectors"], r["ms_per_query"]) for r in knn if r["kind"] == kind)
+        if pts:
+            ax[1].plot(*zip(*pts), m, label=kind)
+    ax[1].set_xscale("log")
+    ax[1].set_yscale("log")
+    ax[1].set_xlabel("gallery vectors")
+    ax[1].set_ylabel("ms per query (wall, batch of queries)")
+    ax[1].legend()
+    ax[1].set_title("kNN query time (recall@20 in the table)")
+    for mode, m in (("dense", "o-"), ("shortlist", "s-")):
+        pts = sorted((r["gallery"], r["peak_rss_mb"]) for r in rr if r["mode"] == mode)
+        if pts:
+            ax[2].plot(*zip(*pts), m, label=f"{mode}: peak RSS (MB)")
+    ax[2].set_xscale("log")
+    ax[2].set_yscale("log")
+    ax[2].set_xlabel("gallery images")
+    ax[2].legend()
+    ax[2].set_title("re-ranking memory")
+    fig.tight_layout()
+    fig.savefig(OUT / "scaling.png", dpi=110)
+    print("wrote", OUT / "scaling.png")
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "_rerank_one":
+        _rerank_one(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], int(sys.argv[5]))
+        return
+    ap = argparse.ArgumentParser()
+    ap.add_argument("part", choices=["infer", "knn", "rerank", "report"])
+    ap.add_argument("--bundle", type=Path)
+    ap.add_argument("--pool", type=Path, nargs="*", default=[])
+    ap.add_argument("--work", type=Path, default=Path("scaling_work"))
+    ap.add_argument("--sizes", default="")
+    ap.add_argument("--dim", type=int, default=256)
+    ap.add_argument("--queries", type=int, default=1000)
+    ap.add_argument("--kinds", default="exact,ivf,hnsw")
+    ap.add_argument("--backend", default="ort-cpu")
+    a = ap.parse_args()
+    sizes = [int(s) for s in a.sizes.split(",") if s]
+    if a.part == "infer":
+        bench_infer(a.bundle, a.pool, sizes, a.work, a.backend)
+    elif a.part == "knn":
+        bench_knn(a.dim, sizes, a.queries, a.kinds.split(","))
+    elif a.part == "rerank":
+        bench_rerank(a.dim)
+    else:
+        report()
+
+
+if __name__ == "__main__":
+    main()
