@@ -24,7 +24,7 @@ test: $(STAMP)
 
 typecheck: $(STAMP)
 	$(PY) tools/fix_trt_stubs.py $(VENV)/trt-stubs
-	MYPYPATH=$(VENV)/trt-stubs $(PY) -m mypy --follow-imports=silent reidkit/export/tensorrt_build.py reidkit/runtime/backends/trt.py reidkit/runtime/gpu.py
+	MYPYPATH=$(VENV)/trt-stubs $(PY) -m mypy reidkit
 
 demo: $(STAMP)
 	$(PY) -m reidkit.demo $(DEMO)

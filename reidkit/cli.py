@@ -16,6 +16,10 @@ from typing import Any, Callable
 
 import click
 
+from reidkit.runtime.backends.registry import BACKENDS, CHOICES
+from reidkit.runtime.backends.registry import cli_help as backends_help
+from reidkit.runtime.bundle_format import PRECISIONS
+
 log = logging.getLogger("reidkit")
 
 
@@ -170,11 +174,8 @@ def export_cmd(members: tuple[str, ...], out: Path, **kw: Any) -> None:
 @click.option("--metadata", type=click.Path(path_type=Path), help="Scenario mode: metadata.csv.")
 @click.option("-o", "--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Output CSV (query_id,database_image_id,score).")
 @click.option("--top-k", default=20, type=click.IntRange(1, 10_000))
-@click.option("--backend", default="auto", type=click.Choice(["auto", "trt", "ort-cuda", "ort-cpu", "openvino", "mnn"]),
-              help="auto: a TensorRT engine for this GPU, else onnxruntime CUDA, else onnxruntime CPU. "
-                   "openvino: OpenVINO on the CPU, usually faster than ort-cpu (pip install 'reidkit[openvino]'). "
-                   "mnn: MNN on the CPU, the fastest fp32 here; needs a bundle exported with --mnn (pip install 'reidkit[mnn]').")
-@click.option("--precision", default=None, type=click.Choice(["fp32", "fp16", "int8"]),
+@click.option("--backend", default="auto", type=click.Choice(CHOICES), help=backends_help())
+@click.option("--precision", default=None, type=click.Choice(PRECISIONS),
               help="Which of the bundle's ONNX graphs runs (default fp32; int8 is the fastest on CPUs, "
                    "fp16 suits ort-cuda). TensorRT engines are always fp16.")
 @click.option("--batch-size", default=32, type=click.IntRange(1, 4096))
@@ -197,9 +198,8 @@ def infer_cmd(model: Path, query: Path | None, gallery: Path | None, scenarios: 
     Folder mode:   reid-infer --model BUNDLE --query DIR --gallery DIR -o results.csv
     Scenario mode: reid-infer --model BUNDLE --scenarios query_scenarios.csv --metadata metadata.csv -o submission.csv
     """
+    import reidkit
     from reidkit.errors import ReidkitError
-    from reidkit.runtime.bundle import load_bundle
-    from reidkit.runtime.embedder import Embedder
     from reidkit.runtime.infer import run_folders, run_scenarios
 
     folder_mode = query is not None or gallery is not None
@@ -210,14 +210,14 @@ def infer_cmd(model: Path, query: Path | None, gallery: Path | None, scenarios: 
         raise ReidkitError("folder mode needs both --query DIR and --gallery DIR")
     if scen_mode and (scenarios is None or metadata is None):
         raise ReidkitError("scenario mode needs both --scenarios query_scenarios.csv and --metadata metadata.csv")
-    bundle = load_bundle(model)
-    emb = Embedder(bundle, backend, batch_size, workers, threads, cache, precision=precision)
-    if folder_mode:
-        assert query is not None and gallery is not None
-        summary = run_folders(emb, query, gallery, out, top_k, qe, dba, embeddings_out, progress=not quiet)
-    else:
-        assert scenarios is not None and metadata is not None
-        summary = run_scenarios(emb, scenarios, metadata, out, min(top_k, 20), qe, dba, embeddings_out, progress=not quiet)
+    bundle = reidkit.load_bundle(model)
+    with bundle.embedder(backend, precision, cache, batch_size, workers, threads) as emb:
+        if folder_mode:
+            assert query is not None and gallery is not None
+            summary = run_folders(emb, query, gallery, out, top_k, qe, dba, embeddings_out, progress=not quiet)
+        else:
+            assert scenarios is not None and metadata is not None
+            summary = run_scenarios(emb, scenarios, metadata, out, min(top_k, 20), qe, dba, embeddings_out, progress=not quiet)
     for path, reason in summary.skipped:
         click.echo(f"skipped {path}: {reason}", err=True)
     if report_json:
@@ -286,7 +286,7 @@ def synth_cmd(out_dir: Path, images: int, identities: int, scenarios: int, seed:
 @click.option("--model", required=True, type=click.Path(path_type=Path), help="Bundle directory.")
 @click.option("--images", required=True, type=click.Path(path_type=Path), help="Image folder, or a Whale-do metadata.csv (adds mAP@20).")
 @click.option("--checkpoints", multiple=True, type=click.Path(path_type=Path), help="Member checkpoints for the torch reference (default: found beside the bundle's manifest).")
-@click.option("--backends", default="torch,ort-cpu,openvino,mnn,ort-cuda,trt", help="Comma-separated backends (torch is the fp32 reference).")
+@click.option("--backends", default=",".join(["torch", *BACKENDS]), help="Comma-separated backends (torch is the fp32 reference).")
 @click.option("--batch-sizes", default="1,8,32", help="Comma-separated batch sizes.")
 @click.option("--max-images", default=256, type=int, help="Images used per measurement.")
 @click.option("--repeats", default=5, type=int, help="Timed repetitions (after one warm-up).")

@@ -171,12 +171,16 @@ def make_trt(version: str = "10.13.0", *, fail_parse: bool = False) -> types.Mod
             return True
 
         def execute_async_v3(self, stream_handle):
-            if self.shape is None or set(self.addr) != {"images", "embedding"}:
+            if self.shape is None or set(self.addr) != {"images", "embedding"} or stream_handle not in STREAMS:
                 return False
-            n = int(np.prod(self.shape))
-            x = np.ctypeslib.as_array(ctypes.cast(self.addr["images"], ctypes.POINTER(ctypes.c_uint8)), shape=(n,)).reshape(self.shape)
-            y = self.engine.session.run(["embedding"], {"images": x.copy()})[0].astype(np.float32)
-            ctypes.memmove(self.addr["embedding"], y.ctypes.data, y.nbytes)
+            shape, src, dst = self.shape, self.addr["images"], self.addr["embedding"]
+
+            def work():
+                n = int(np.prod(shape))
+                x = np.ctypeslib.as_array(ctypes.cast(src, ctypes.POINTER(ctypes.c_uint8)), shape=(n,)).reshape(shape)
+                y = self.engine.session.run(["embedding"], {"images": x.copy()})[0].astype(np.float32)
+                ctypes.memmove(dst, y.ctypes.data, y.nbytes)
+            STREAMS[stream_handle].append(work)  # like a GPU: nothing happens until the stream runs
             return True
 
     class Engine:
@@ -208,15 +212,20 @@ def make_trt(version: str = "10.13.0", *, fail_parse: bool = False) -> types.Mod
     return trt
 
 
+# stream handle -> queued work; copies and kernels run only at cudaStreamSynchronize, in
+# order, as on a GPU, so a missing synchronise or a read before it returns stale buffers
+STREAMS: dict[int, list] = {}
+
+
 class FakeCudart:
-    """cudart's tuple-returning calls over ctypes host buffers."""
+    """cudart's tuple-returning calls over ctypes host buffers, asynchronous per stream."""
 
     class cudaMemcpyKind(IntEnum):
         cudaMemcpyHostToDevice = 1
         cudaMemcpyDeviceToHost = 2
 
     def __init__(self):
-        self.buffers, self.copies, self.freed = {}, [], []
+        self.buffers, self.copies, self.freed, self.destroyed = {}, [], [], []
 
     def _alloc(self, n):
         buf = ctypes.create_string_buffer(n)
@@ -230,15 +239,29 @@ class FakeCudart:
         return self._alloc(n)
 
     def cudaStreamCreate(self):
-        return 0, 7
+        handle = 7 + len(STREAMS) + len(self.destroyed)
+        while handle in STREAMS:
+            handle += 1
+        STREAMS[handle] = []
+        return 0, handle
+
+    def cudaStreamDestroy(self, stream):
+        assert stream in STREAMS and not STREAMS[stream], "destroyed a stream with work still queued"
+        del STREAMS[stream]
+        self.destroyed.append(stream)
+        return (0,)
 
     def cudaMemcpyAsync(self, dst, src, n, kind, stream):
-        assert stream == 7
+        assert stream in STREAMS, "copy on a stream that does not exist"
         self.copies.append((kind, n))
-        ctypes.memmove(int(dst), int(src), n)
+        STREAMS[stream].append(lambda: ctypes.memmove(int(dst), int(src), n))
         return (0,)
 
     def cudaStreamSynchronize(self, stream):
+        assert stream in STREAMS
+        queue, STREAMS[stream] = STREAMS[stream], []
+        for work in queue:
+            work()
         return (0,)
 
     def cudaFree(self, p):

@@ -50,10 +50,8 @@ def test_seed_baseline_and_reid_infer_give_the_same_submission(tmp_path, bundle,
     stages = json.loads(res.stdout.strip().splitlines()[-1])
     assert stages["images"] > 0 and all(stages[k] >= 0 for k in ("import", "decode", "embed", "rank", "total"))
     cli("reid-infer", "--model", bundle, "--scenarios", scen, "--metadata", meta, "-o", tmp_path / "ours.csv", "--backend", "ort-cpu", "--quiet")
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        from run_bench import agreement
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
-    agree = agreement(tmp_path / "seed.csv", tmp_path / "ours.csv")
+    spec = importlib.util.spec_from_file_location("run_bench", ROOT / "benchmarks" / "run_bench.py")
+    run_bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run_bench)
+    agree = run_bench.agreement(tmp_path / "seed.csv", tmp_path / "ours.csv")
     assert agree["top20_overlap"] > 0.99 and agree["max_score_diff"] < 1e-4

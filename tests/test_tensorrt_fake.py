@@ -43,8 +43,8 @@ def test_trt10_uses_the_fp16_builder_flag(tmp_path, member):
     assert b["workspace"] == 2 << 30
     assert plan.name == f"{member.name}.nvidia-h100-80gb-hbm3.10.13.0.fp16.plan"
     on_disk = json.loads(plan.with_suffix(".json").read_text())
-    assert on_disk == side and side["strongly_typed"] is False and side["compute_capability"] == [9, 0]
-    assert side["profile"]["max"] == [8, member.height, member.width, 3]
+    assert on_disk == side.to_dict() and side.strongly_typed is False and on_disk["compute_capability"] == [9, 0]
+    assert side.profile["max"] == [8, member.height, member.width, 3] and side.max_batch == 8
 
 
 def test_trt11_builds_the_fp16_onnx_strongly_typed(tmp_path, member):
@@ -89,6 +89,22 @@ def test_engine_runs_like_onnxruntime_and_splits_batches(tmp_path, member):
     assert h2d == [8 * x[0].nbytes, 8 * x[0].nbytes, 3 * x[0].nbytes]  # split at the profile's max batch
 
 
+def test_engine_close_synchronises_frees_and_destroys_its_stream(tmp_path, member):
+    import fake_tensorrt
+
+    trt = make_trt()
+    plan, _ = _build(trt, member, tmp_path)
+    cu = FakeCudart()
+    be = TensorRTBackend(plan, trt=trt, cudart=cu, gpu=GPU)
+    stream = be.stream
+    be.run(np.zeros((2, member.height, member.width, 3), np.uint8))
+    be.close()
+    assert cu.destroyed == [stream] and stream not in fake_tensorrt.STREAMS
+    assert len(cu.freed) == 4  # two device buffers and two pinned host buffers
+    be.close()  # a second close (and __del__ later) frees nothing twice
+    assert len(cu.freed) == 4 and cu.destroyed == [stream]
+
+
 @pytest.mark.parametrize("field, value, needle", [
     ("tensorrt_version", "10.0.1", "TensorRT 10.0.1"),
     ("gpu_name", "NVIDIA A100-SXM4-40GB", "built for NVIDIA A100"),
@@ -97,7 +113,9 @@ def test_engine_runs_like_onnxruntime_and_splits_batches(tmp_path, member):
 def test_engine_for_another_gpu_or_version_is_refused(tmp_path, member, field, value, needle):
     trt = make_trt()
     plan, side = _build(trt, member, tmp_path)
-    side[field] = value
+    import dataclasses
+
+    side = dataclasses.replace(side, **{field: tuple(value) if isinstance(value, list) else value})
     with pytest.raises(ReidkitError, match="reid-export --trt") as info:
         TensorRTBackend(plan, side, trt=trt, cudart=FakeCudart(), gpu=GPU)
     assert needle in str(info.value)
@@ -108,7 +126,7 @@ def test_stubs_alone_are_not_tensorrt(monkeypatch):
     import types
 
     monkeypatch.setitem(sys.modules, "tensorrt", types.ModuleType("tensorrt"))  # what tensorrt-stubs installs
-    with pytest.raises(ReidkitError, match="only its type stubs"):
+    with pytest.raises(ReidkitError, match="only TensorRT.s type stubs"):
         tb.load_tensorrt()
 
 
@@ -129,12 +147,42 @@ def test_bundle_engines_with_the_fake(tmp_path, members, monkeypatch):
     # TensorRT 10 builds from the fp32 ONNX, so the bundle has no FP16 ONNX: the cache key of a
     # TensorRT run must come from the engines, and differ from every onnxruntime key
     b = load_bundle(tmp_path / "b")
-    assert "fp16" not in b.members[0].variants
+    assert "fp16" not in b.members[0].files
     trt_key = b.key("fp16", "trt")
     assert trt_key not in {b.key("fp32", "ort-cpu"), b.key("fp32", "ort-cuda")}
-    from reidkit.export.bundle import write_manifest
+    from reidkit.runtime.bundle_format import Manifest
 
     manifest["engines"][0]["sha256"] = "0" * 64  # another engine: another key
-
-    write_manifest(tmp_path / "b", manifest)
+    Manifest.from_dict(manifest).write(tmp_path / "b")
     assert load_bundle(tmp_path / "b").key("fp16", "trt") != trt_key
+
+
+def test_engine_sidecar_is_covered_by_the_manifest(tmp_path, members, monkeypatch):
+    """The sidecar sets the batch profile the runtime trusts: a changed sidecar is refused."""
+    from reidkit.ensemble import EnsembleEntry
+    from reidkit.export.bundle import ExportOptions, export_bundle
+    from reidkit.runtime.backends import select, trt as trt_backend
+
+    trt = make_trt()
+    monkeypatch.setattr(tb, "require_tensorrt", lambda: (trt, GPU))
+    monkeypatch.setattr(trt_backend, "_cudart", lambda: FakeCudart())
+    manifest = export_bundle([EnsembleEntry(members[0])], tmp_path / "b", ExportOptions(trt=True, max_batch=8, opt_batch=4))
+    (eng,) = manifest["engines"]
+    assert len(eng["sidecar_sha256"]) == 64
+    # make this machine look like the one the engine was built on
+    monkeypatch.setattr(trt_backend, "load_tensorrt", lambda hint="": trt)
+    monkeypatch.setattr("reidkit.runtime.gpu.detect_gpus", lambda: [GPU])
+    monkeypatch.setattr(trt_backend, "TensorRTBackend", lambda plan, **kw: TensorRTBackend(plan, trt=trt, cudart=FakeCudart(), gpu=GPU))
+    import dataclasses
+
+    from reidkit.runtime.backends.registry import BACKENDS
+
+    monkeypatch.setitem(BACKENDS, "trt", dataclasses.replace(BACKENDS["trt"], probe=lambda: None))
+    b = load_bundle(tmp_path / "b")
+    assert len(select.make_backends(b, "trt")) == 1  # untouched: loads
+    side = tmp_path / "b" / eng["sidecar"]
+    doc = json.loads(side.read_text())
+    doc["profile"]["max"][0] = 4096  # a bigger batch than the buffers the engine was built for
+    side.write_text(json.dumps(doc))
+    with pytest.raises(ReidkitError, match="sidecar .* does not match its manifest sha256"):
+        select.make_backends(load_bundle(tmp_path / "b"), "trt")

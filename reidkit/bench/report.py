@@ -24,14 +24,15 @@ import numpy as np
 
 from reidkit.atomic import atomic_write
 from reidkit.errors import ReidkitError
-from reidkit.export.parity import TOLERANCES
-from reidkit.imaging import load_readable, resize_to
+from reidkit.imaging import load_readable
 from reidkit.metrics import leave_one_out_whaledo_map
-from reidkit.runtime.backends.select import BACKENDS, make_backends
+from reidkit.runtime.backends.registry import BACKENDS
+from reidkit.runtime.backends.select import make_backends
 from reidkit.runtime.bundle import Bundle, load_bundle
-from reidkit.runtime.embedder import fuse
+from reidkit.runtime.bundle_format import TOLERANCES, artefact_for
+from reidkit.runtime.embedder import SizeKey, fuse, input_sizes, resize_stacks, run_members
 
-Runner = Callable[[dict[tuple[int, int], np.ndarray]], np.ndarray]
+Runner = Callable[[dict[SizeKey, np.ndarray]], np.ndarray]
 
 
 @dataclass
@@ -87,32 +88,32 @@ def _torch_runner(bundle: Bundle, checkpoints: Sequence[Path]) -> tuple[Runner, 
     from reidkit.export.graph import ExportGraph
     from reidkit.train.checkpoint import load_member
 
-    flip = bundle.manifest["fusion"]["flip"]
+    flip = bundle.manifest.fusion["flip"]
     graphs = [ExportGraph(load_member(c)[0], flip).eval() for c in checkpoints]
     size = sum(c.stat().st_size for c in checkpoints) / 1e6
 
-    def run(batch: dict[tuple[int, int], np.ndarray]) -> np.ndarray:
+    def run(batch: dict[SizeKey, np.ndarray]) -> np.ndarray:
         with torch.no_grad():
-            parts = [g(torch.from_numpy(batch[(m.height, m.width)])).numpy() for g, m in zip(graphs, bundle.members)]
+            parts = [g(torch.from_numpy(batch[m.size_key])).numpy() for g, m in zip(graphs, bundle.members)]
         return fuse(parts, [m.weight for m in bundle.members])
     return run, size
 
 
 def _backend_runner(bundle: Bundle, name: str, precision: str) -> tuple[Runner, float]:
     bes = make_backends(bundle, name, precision=precision)
-    if name == "trt":
-        size = sum((bundle.root / e["file"]).stat().st_size for e in bundle.engines()) / 1e6
-    elif name == "mnn":
-        size = sum(m.mnn[0].stat().st_size for m in bundle.members if m.mnn) / 1e6
+    spec = BACKENDS[name]
+    if spec.fmt == "trt":
+        size = sum((bundle.root / e.file).stat().st_size for e in bundle.engines) / 1e6
     else:
-        size = sum(m.onnx_for(precision)[0].stat().st_size for m in bundle.members) / 1e6
+        kind = artefact_for(spec.fmt, precision).kind
+        size = sum(m.artefact(kind)[0].stat().st_size for m in bundle.members) / 1e6
 
-    def run(batch: dict[tuple[int, int], np.ndarray]) -> np.ndarray:
-        return fuse([be.run(batch[(m.height, m.width)]) for be, m in zip(bes, bundle.members)], [m.weight for m in bundle.members])
+    def run(batch: dict[SizeKey, np.ndarray]) -> np.ndarray:
+        return run_members(bundle, bes, batch)
     return run, size
 
 
-def _measure(run: Runner, arrays: dict[tuple[int, int], np.ndarray], n: int, bs: int, repeats: int) -> tuple[np.ndarray, list[float], list[float]]:
+def _measure(run: Runner, arrays: dict[SizeKey, np.ndarray], n: int, bs: int, repeats: int) -> tuple[np.ndarray, list[float], list[float]]:
     def one_pass(lat: list[float]) -> np.ndarray:
         out = []
         for s in range(0, n, bs):
@@ -121,7 +122,8 @@ def _measure(run: Runner, arrays: dict[tuple[int, int], np.ndarray], n: int, bs:
             lat.append(time.perf_counter() - t)
         return np.concatenate(out)
     one_pass([])  # warm-up, excluded
-    totals, lat = [], []
+    totals: list[float] = []
+    lat: list[float] = []
     emb = None
     for _ in range(repeats):
         t = time.perf_counter()
@@ -164,8 +166,7 @@ def run_bench(model: Path, images: Path, checkpoints: Sequence[Path], backends: 
     decoded = load_readable(paths)
     if len(decoded) < 2:
         raise ReidkitError(f"--images {images}: fewer than 2 readable images")
-    sizes = {(m.height, m.width): m for m in bundle.members}
-    arrays = {k: np.stack([resize_to(im, k[0], k[1], m.resize) for im in decoded]) for k, m in sizes.items()}
+    arrays = resize_stacks(input_sizes(bundle), decoded)
     n = len(decoded)
     bs_list = [int(b) for b in batch_sizes.split(",") if b.strip()]
     ckpts = list(checkpoints) or _find_checkpoints(bundle)
@@ -174,7 +175,7 @@ def run_bench(model: Path, images: Path, checkpoints: Sequence[Path], backends: 
     ref_map = float("nan")
     plan: list[tuple[str, str]] = []
     for b in [x.strip() for x in backends.split(",") if x.strip()]:
-        plan += ([(b, "fp32")] if b in ("torch", "mnn") else [(b, "fp16")] if b == "trt" else [(b, "fp32"), (b, "fp16"), (b, "int8")])
+        plan += [(b, p) for p in (BACKENDS[b].precisions if b in BACKENDS else ("fp32",))]
     plan.sort(key=lambda x: x[0] != "torch")  # the reference first
     for name, prec in plan:
         try:
@@ -182,10 +183,10 @@ def run_bench(model: Path, images: Path, checkpoints: Sequence[Path], backends: 
                 if not ckpts:
                     raise ReidkitError("member checkpoints not found beside the bundle; pass --checkpoints")
                 run, size = _torch_runner(bundle, ckpts)
-            elif name in BACKENDS and name != "auto":
+            elif name in BACKENDS:
                 run, size = _backend_runner(bundle, name, prec)
             else:
-                raise ReidkitError(f"unknown backend {name!r}")
+                raise ReidkitError(f"unknown backend {name!r}; choose from torch, {', '.join(BACKENDS)}")
         except Exception as exc:  # report every reason a backend can't run here, never drop it
             rows.append(Row(name, prec, 0, "failed", f"{type(exc).__name__}: {exc}"))
             continue
@@ -230,8 +231,8 @@ def run_bench(model: Path, images: Path, checkpoints: Sequence[Path], backends: 
 
 def _find_checkpoints(bundle: Bundle) -> list[Path]:
     found = []
-    for m in bundle.manifest["members"]:
-        name = m.get("checkpoint", {}).get("file")
+    for m in bundle.manifest.members:
+        name = (m.checkpoint or {}).get("file")
         cands = [bundle.root.parent / name, bundle.root.parent / "models" / name, Path.cwd() / name] if name else []
         hit = next((c for c in cands if c.is_file()), None)
         if hit is None:

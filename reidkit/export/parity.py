@@ -15,19 +15,10 @@ from PIL import Image
 
 from reidkit.errors import ParityError
 from reidkit.imaging import ResizePolicy, load_readable, load_rgb, resize_to
+from reidkit.runtime.bundle_format import FP16, FP32, INT8, TOLERANCES, Tolerance
 
-
-@dataclass(frozen=True)
-class Tolerance:
-    min_cosine: float
-    max_abs: float | None = None
-
-
-FP32 = Tolerance(min_cosine=0.99999, max_abs=1e-4)
-FP16 = Tolerance(min_cosine=0.999)
-# INT8 moves embeddings more than FP16 does; 0.99 keeps near-identical rankings of real matches
-INT8 = Tolerance(min_cosine=0.99)
-TOLERANCES = {"fp32": FP32, "fp16": FP16, "int8": INT8}  # by precision, for every check that judges one
+__all__ = ["FP16", "FP32", "INT8", "TOLERANCES", "Tolerance", "ParityResult", "compare", "parity_images", "calibration_images",
+           "batch_for", "format_table"]
 
 
 @dataclass

@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any, Sequence
 from reidkit.atomic import atomic_write
 from reidkit.errors import MissingDependencyError, ReidkitError
 from reidkit.hashing import sha256_file
+from reidkit.runtime.backends import trt as trt_runtime
+from reidkit.runtime.bundle_format import ARTEFACTS, EngineRecord, EngineSidecar, FileRef, Manifest
 from reidkit.runtime.gpu import GpuInfo, detect_gpus
 
 if TYPE_CHECKING:
@@ -33,13 +35,11 @@ NO_TRT_HINT = "The ONNX bundle works without it: re-run reid-export without --tr
 
 
 def load_tensorrt() -> ModuleType:
+    """The runtime's loader (one check for the stubs-only case), with the export's advice."""
     try:
-        import tensorrt as trt
-    except ImportError:
-        raise MissingDependencyError(f"--trt needs TensorRT, which is not installed (pip install 'reidkit[gpu]'). {NO_TRT_HINT}") from None
-    if not hasattr(trt, "Builder"):  # tensorrt-stubs alone installs an empty 'tensorrt' namespace
-        raise MissingDependencyError(f"--trt needs TensorRT; only its type stubs are installed here. {NO_TRT_HINT}")
-    return trt
+        return trt_runtime.load_tensorrt(NO_TRT_HINT)
+    except MissingDependencyError as exc:
+        raise MissingDependencyError(f"--trt needs TensorRT: {exc}") from None
 
 
 def require_tensorrt() -> tuple[ModuleType, GpuInfo]:
@@ -78,7 +78,7 @@ def engine_filename(member: str, gpu: GpuInfo, trt_version: str, precision: str 
 
 
 def build_engine(trt: ModuleType, onnx_path: Path, plan_path: Path, *, input_hw: tuple[int, int], profile: Profile,
-                 workspace_gb: float, timing_cache: Path | None, gpu: GpuInfo, onnx_sha256: str) -> dict[str, Any]:
+                 workspace_gb: float, timing_cache: Path | None, gpu: GpuInfo, onnx_sha256: str) -> EngineSidecar:
     """Build one engine; write the plan and its sidecar atomically; return the sidecar."""
     logger: trt_types.ILogger = trt.Logger(trt.Logger.WARNING)
     builder: trt_types.Builder = trt.Builder(logger)
@@ -111,47 +111,45 @@ def build_engine(trt: ModuleType, onnx_path: Path, plan_path: Path, *, input_hw:
     if timing_cache is not None:
         with atomic_write(timing_cache, "wb") as fh:
             fh.write(bytes(memoryview(config.get_timing_cache().serialize())))
-    sidecar = {
-        "tensorrt_version": str(trt.__version__), "gpu_name": gpu.name, "compute_capability": list(gpu.compute_capability),
-        "precision": "fp16", "strongly_typed": typed, "profile": {"min": list(mn), "opt": list(op), "max": list(mx)},
-        "onnx": onnx_path.name, "onnx_sha256": onnx_sha256, "plan_sha256": sha256_file(plan_path),
-    }
+    sidecar = EngineSidecar(str(trt.__version__), gpu.name, gpu.compute_capability, "fp16", typed,
+                            {"min": list(mn), "opt": list(op), "max": list(mx)}, onnx_path.name, onnx_sha256, sha256_file(plan_path))
     with atomic_write(plan_path.with_suffix(".json"), "w", encoding="utf-8") as fh:
-        json.dump(sidecar, fh, indent=2)
+        json.dump(sidecar.to_dict(), fh, indent=2)
     return sidecar
 
 
-def build_bundle_engines(bundle: Path, manifest: dict[str, Any], opts: Any, images: Sequence[Any]) -> list[dict[str, Any]]:
+def build_bundle_engines(bundle: Path, manifest: Manifest, opts: Any, images: Sequence[Any]) -> list[EngineRecord]:
     """Engines for every member of a bundle being built, each checked against onnxruntime."""
     from reidkit.export.onnx_export import convert_fp16
     from reidkit.export.parity import FP16, batch_for, compare, format_table
-    from reidkit.imaging import ResizePolicy
+    from reidkit.runtime.backends.ort import OrtBackend
 
     trt, gpu = require_tensorrt()
     typed = strongly_typed(trt)
     profile = Profile(opts.min_batch, opts.opt_batch, opts.max_batch)
     records, results = [], []
-    for m in manifest["members"]:
-        src_name = m["onnx"]
+    fp16 = ARTEFACTS["fp16"]
+    for m in manifest.members:
+        src = bundle / m.files["fp32"].file
         if typed:
-            if "onnx_fp16" not in m:
-                convert_fp16(bundle / m["onnx"], bundle / f"{m['name']}.fp16.onnx")
-                m.update({"onnx_fp16": f"{m['name']}.fp16.onnx", "sha256_fp16": sha256_file(bundle / f"{m['name']}.fp16.onnx")})
-            src_name = m["onnx_fp16"]
-        plan = bundle / "engines" / engine_filename(m["name"], gpu, str(trt.__version__))
-        side = build_engine(trt, bundle / src_name, plan, input_hw=(m["input_height"], m["input_width"]), profile=profile,
-                            workspace_gb=opts.workspace_gb, timing_cache=opts.timing_cache, gpu=gpu,
-                            onnx_sha256=sha256_file(bundle / src_name))
-        from reidkit.runtime.backends.ort import OrtBackend
-        from reidkit.runtime.backends.trt import TensorRTBackend
-
-        batch = batch_for(images, m["input_height"], m["input_width"], ResizePolicy.from_dict(m["resize"]))
-        ref = OrtBackend(bundle / m["onnx"], device="cpu").run(batch)
-        got = TensorRTBackend(plan, side, trt=trt, gpu=gpu).run(batch)
-        results.append(compare(m["name"], "trt-fp16", ref, got, FP16))
-        records.append({"member": m["name"], "file": f"engines/{plan.name}", "sha256": side["plan_sha256"],
-                        "sidecar": f"engines/{plan.with_suffix('.json').name}", **{k: side[k] for k in ("tensorrt_version", "gpu_name", "compute_capability", "precision")}})
-        m.setdefault("parity", []).append(results[-1].to_dict())
+            if "fp16" not in m.files:
+                dst = bundle / fp16.filename(m.name)
+                convert_fp16(src, dst)
+                m.files["fp16"] = FileRef(dst.name, sha256_file(dst))
+            src = bundle / m.files["fp16"].file
+        plan = bundle / "engines" / engine_filename(m.name, gpu, str(trt.__version__))
+        side = build_engine(trt, src, plan, input_hw=(m.input_height, m.input_width), profile=profile,
+                            workspace_gb=opts.workspace_gb, timing_cache=opts.timing_cache, gpu=gpu, onnx_sha256=sha256_file(src))
+        batch = batch_for(images, m.input_height, m.input_width, m.resize)
+        ref = OrtBackend(bundle / m.files["fp32"].file, device="cpu").run(batch)
+        engine = trt_runtime.TensorRTBackend(plan, side, trt=trt, gpu=gpu)
+        got = engine.run(batch)
+        engine.close()
+        results.append(compare(m.name, "trt-fp16", ref, got, FP16))
+        sidecar = plan.with_suffix(".json")
+        records.append(EngineRecord(m.name, f"engines/{plan.name}", side.plan_sha256, f"engines/{sidecar.name}", sha256_file(sidecar),
+                                    side.tensorrt_version, side.gpu_name, side.compute_capability, side.precision))
+        m.parity.append(results[-1].to_dict())
     print(format_table(results))
     if not all(r.passed for r in results):
         from reidkit.errors import ParityError

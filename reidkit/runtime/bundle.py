@@ -6,56 +6,79 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reidkit.errors import ReidkitError
 from reidkit.hashing import sha256_file
 from reidkit.imaging import ResizePolicy
+from reidkit.runtime.bundle_format import ARTEFACTS, PRECISIONS, REEXPORT, EngineRecord, Manifest, artefact_for
 
-SUPPORTED_SCHEMA = 1
-REEXPORT = "re-export it with `reid-export`"
-PRECISIONS = ("fp32", "fp16", "int8")
-# manifest keys of each precision's ONNX and its sha256; fp32 is the member's own graph
-_VARIANT_KEYS = {"fp32": ("onnx", "sha256"), "fp16": ("onnx_fp16", "sha256_fp16"), "int8": ("onnx_int8", "sha256_int8")}
+if TYPE_CHECKING:
+    from reidkit.runtime.embedder import Embedder
+
+__all__ = ["Bundle", "MemberSpec", "PRECISIONS", "REEXPORT", "load_bundle", "verify_file"]
 
 
 @dataclass(frozen=True)
 class MemberSpec:
+    """A member as the runtime sees it: its input, and its artefacts as absolute paths."""
+
     name: str
     height: int
     width: int
     resize: ResizePolicy
     dim: int
     weight: float
-    variants: dict[str, tuple[Path, str]]  # precision -> (ONNX file, sha256); fp32 always present
-    mnn: tuple[Path, str] | None = None  # MNN model converted from the fp32 ONNX (reid-export --mnn), and its sha256
+    files: dict[str, tuple[Path, str]]  # artefact kind -> (file, sha256); fp32 always present
+
+    @property
+    def size_key(self) -> tuple[int, int, ResizePolicy]:
+        """What the host resize depends on: members that share it share one resized array."""
+        return (self.height, self.width, self.resize)
 
     @property
     def onnx(self) -> Path:
-        return self.variants["fp32"][0]
+        return self.files["fp32"][0]
 
     @property
     def sha256(self) -> str:
-        return self.variants["fp32"][1]
+        return self.files["fp32"][1]
+
+    @property
+    def mnn(self) -> tuple[Path, str] | None:
+        return self.files.get("mnn")
+
+    def artefact(self, kind: str) -> tuple[Path, str]:
+        """One artefact's file and expected sha256, or an error that says how to get it."""
+        if kind not in self.files:
+            flag = ARTEFACTS[kind].export_flag if kind in ARTEFACTS else None
+            fix = f"re-export with `reid-export ... {flag}`" if flag else f"choose one of {', '.join(PRECISIONS)}"
+            raise ReidkitError(f"member {self.name!r} has no {kind} model in its bundle; {fix}")
+        return self.files[kind]
 
     def onnx_for(self, precision: str) -> tuple[Path, str]:
-        """The ONNX of one precision and its expected sha256, or an error that says how to get it."""
-        if precision not in self.variants:
-            flag = {"fp16": "--fp16", "int8": "--int8"}.get(precision)
-            fix = f"re-export with `reid-export ... {flag}`" if flag else f"choose one of {', '.join(PRECISIONS)}"
-            raise ReidkitError(f"member {self.name!r} has no {precision} ONNX in its bundle; {fix}")
-        return self.variants[precision]
+        if precision not in PRECISIONS:
+            raise ReidkitError(f"--precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+        return self.artefact(artefact_for("onnx", precision).kind)
 
 
 @dataclass(frozen=True)
 class Bundle:
     root: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
     members: tuple[MemberSpec, ...]
 
     @property
     def dim(self) -> int:
         return sum(m.dim for m in self.members)
+
+    @property
+    def engines(self) -> list[EngineRecord]:
+        return list(self.manifest.engines)
+
+    def has(self, kind: str) -> bool:
+        """Whether every member carries artefact ``kind``."""
+        return all(kind in m.files for m in self.members)
 
     def key(self, precision: str = "fp32", backend: str = "ort-cpu") -> str:
         """Identity of what runs: the graphs (or TensorRT engines), weights, fusion, backend.
@@ -63,17 +86,25 @@ class Bundle:
         Embedding-cache entries are valid only under the same key, so INT8 results are never
         served to an fp32 run, nor onnxruntime results to a TensorRT one.
         """
-        if backend == "trt":  # engines are built from either ONNX, so they name themselves
-            graphs = sorted(str(e.get("sha256")) for e in self.engines())
-        elif backend == "mnn":
-            graphs = [m.mnn[1] if m.mnn else None for m in self.members]
+        from reidkit.runtime.backends.registry import get_backend
+
+        fmt = get_backend(backend).fmt
+        if fmt == "trt":  # engines are built from either ONNX, so they name themselves
+            graphs: list[Any] = sorted(e.sha256 for e in self.engines)
         else:
-            graphs = [m.onnx_for(precision)[1] for m in self.members]
-        desc = [backend, precision, [(m.name, m.weight) for m in self.members], graphs, self.manifest.get("fusion")]
+            kind = artefact_for(fmt, precision).kind
+            graphs = [m.files[kind][1] if kind in m.files else None for m in self.members]
+        desc = [backend, precision, [(m.name, m.weight) for m in self.members], graphs, self.manifest.fusion]
         return hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()
 
-    def engines(self) -> list[dict[str, Any]]:
-        return list(self.manifest.get("engines") or [])
+    def embedder(self, backend: str = "auto", precision: str | None = None, cache: str | Path | None = None,
+                 batch_size: int = 32, workers: int | None = None, threads: int | None = None) -> "Embedder":
+        """An :class:`~reidkit.runtime.embedder.Embedder` on this bundle; use it as a context
+        manager so its cache and engines are released."""
+        from reidkit.runtime.embedder import Embedder
+
+        return Embedder(self, backend=backend, batch_size=batch_size, workers=workers, threads=threads, cache=cache,
+                        precision=precision)
 
 
 def verify_file(path: Path, expected: str, what: str) -> None:
@@ -86,34 +117,13 @@ def verify_file(path: Path, expected: str, what: str) -> None:
 
 
 def load_bundle(root: str | Path, verify: bool = True) -> Bundle:
+    """Read and check a bundle directory written by ``reid-export`` (the fp32 graphs are
+    sha256-checked now; every other artefact when an engine is about to load it)."""
     root = Path(root)
-    mpath = root / "manifest.json"
-    if not root.is_dir():
-        raise ReidkitError(f"bundle {root} does not exist; create it with `reid-export CKPT... -o {root}`")
-    if not mpath.is_file():
-        raise ReidkitError(f"{root} has no manifest.json; it is not a reidkit bundle ({REEXPORT})")
-    try:
-        manifest = json.loads(mpath.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ReidkitError(f"{mpath} is not valid JSON ({exc}); {REEXPORT}") from None
-    version = manifest.get("schema_version")
-    if version != SUPPORTED_SCHEMA:
-        raise ReidkitError(f"{mpath}: manifest schema_version {version!r} is not supported by this reidkit (supports {SUPPORTED_SCHEMA}); "
-                           f"upgrade reidkit or {REEXPORT}")
-    members = []
-    try:
-        for m in manifest["members"]:
-            variants = {p: (root / Path(m[f]).name, str(m[h])) for p, (f, h) in _VARIANT_KEYS.items() if m.get(f)}
-            if "fp32" not in variants:
-                raise KeyError("onnx")
-            mnn = (root / Path(m["mnn"]).name, str(m["sha256_mnn"])) if m.get("mnn") else None
-            members.append(MemberSpec(m["name"], int(m["input_height"]), int(m["input_width"]), ResizePolicy.from_dict(m["resize"]),
-                                      int(m["embedding_dim"]), float(m.get("weight", 1.0)), variants, mnn))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ReidkitError(f"{mpath}: malformed member entry ({exc}); {REEXPORT}") from None
-    if not members:
-        raise ReidkitError(f"{mpath} lists no members; {REEXPORT}")
+    manifest = Manifest.read(root)
+    members = tuple(MemberSpec(m.name, m.input_height, m.input_width, m.resize, m.embedding_dim, m.weight,
+                               {k: (root / ref.file, ref.sha256) for k, ref in m.files.items()}) for m in manifest.members)
     if verify:
         for spec in members:
             verify_file(spec.onnx, spec.sha256, f"member {spec.name!r} ONNX")
-    return Bundle(root, manifest, tuple(members))
+    return Bundle(root, manifest, members)

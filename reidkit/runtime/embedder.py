@@ -1,10 +1,14 @@
 """Images -> fused ensemble embeddings, with decoding overlapped with inference.
 
 A thread pool reads, hashes, decodes and resizes ahead of the model (PIL releases the GIL
-while decoding); each image is decoded once and resized once per distinct member input
-size; identical files are embedded once; batches go to every member, whose unit-norm
-outputs are weighted, concatenated and L2-normalised. With a cache, finished batches are
-committed as they complete, so an interrupted run resumes where it stopped.
+while decoding), in a bounded window so a 10^5-image run holds only a few batches of
+pixels; each image is decoded once and resized once per distinct member input size;
+identical contents are embedded once; batches go to every member, whose unit-norm outputs
+are weighted, concatenated and L2-normalised. With a cache, finished batches are committed
+as they complete, so an interrupted run resumes where it stopped.
+
+This is the one copy of resize -> run -> fuse: ``reid-infer``, ``reid-bench``, the Python
+API and the tests all come through :class:`Embedder`.
 """
 
 from __future__ import annotations
@@ -15,18 +19,21 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
+from PIL import Image
 
 from reidkit.hashing import content_key
-from reidkit.imaging import DEFAULT_MAX_PIXELS, ImageDecodeError, ResizePolicy, decode_rgb, resize_to
-from reidkit.runtime.backends.select import Backend, make_backends, resolve_backend, resolve_precision
+from reidkit.imaging import DEFAULT_MAX_PIXELS, ImageDecodeError, ResizePolicy, decode_rgb, from_array, resize_to, to_rgb
+from reidkit.runtime.backends.registry import AUTO, Backend
+from reidkit.runtime.backends.select import select_backends
 from reidkit.runtime.bundle import Bundle
 from reidkit.runtime.cache import EmbeddingCache
-from reidkit.runtime.knn import l2_normalise
+from reidkit.vectors import l2_normalise
 
 SizeKey = tuple[int, int, ResizePolicy]
+Input = Any  # str | os.PathLike | PIL.Image.Image | np.ndarray (uint8 HxW, HxWx3 or HxWx4)
 
 
 @dataclass
@@ -41,14 +48,24 @@ class EmbedStats:
 
 
 @dataclass
-class EmbedOutput:
-    keys: list[str | None]  # content key per input path (None: skipped)
-    vectors: dict[str, np.ndarray]
-    errors: list[tuple[str, str]] = field(default_factory=list)
+class Embeddings:
+    """What :meth:`Embedder.embed` returns: one row per input that could be used, in input order."""
+
+    vectors: np.ndarray  # float32 [n_ok, D], L2-normalised
+    ids: list[Any]  # per row: the path as given (str), or the input's position (int) for in-memory images
+    skipped: list[tuple[Any, str]]  # (id, reason) per input that could not be used
+    positions: np.ndarray  # int64 [n_ok]: the input index of each row
+    keys: list[str] = field(default_factory=list)  # per row: the content hash the cache uses
     stats: EmbedStats = field(default_factory=EmbedStats)
 
-    def matrix(self, indices: Sequence[int]) -> np.ndarray:
-        return np.stack([self.vectors[self.keys[i]] for i in indices]) if len(indices) else np.zeros((0, 0), np.float32)  # type: ignore[index]
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def rows_of(self, positions: Iterable[int]) -> np.ndarray:
+        """Row index of each given input position (-1 where that input was skipped)."""
+        where = np.full(self.stats.images or (int(self.positions.max()) + 1 if len(self.positions) else 0), -1, np.int64)
+        where[self.positions] = np.arange(len(self.positions))
+        return where[np.fromiter(positions, np.int64)]
 
 
 def fuse(parts: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
@@ -57,71 +74,124 @@ def fuse(parts: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
     return l2_normalise(x)
 
 
+def run_members(bundle: Bundle, backends: Sequence[Backend], stacks: Mapping[SizeKey, np.ndarray]) -> np.ndarray:
+    """Resized uint8 batches (one per distinct member input) -> fused embeddings."""
+    parts = [be.run(stacks[m.size_key]) for m, be in zip(bundle.members, backends)]
+    return fuse(parts, [m.weight for m in bundle.members])
+
+
+def input_sizes(bundle: Bundle) -> list[SizeKey]:
+    """The distinct host resizes a bundle needs: each image is resized once per entry."""
+    return sorted({m.size_key for m in bundle.members}, key=repr)
+
+
+def resize_stacks(sizes: Sequence[SizeKey], images: Sequence[Image.Image]) -> dict[SizeKey, np.ndarray]:
+    """Decoded RGB images -> one resized uint8 stack per member input size."""
+    return {s: np.stack([resize_to(im, s[0], s[1], s[2]) for im in images]) for s in sizes}
+
+
+def _describe(item: Input, i: int) -> Any:
+    return str(item) if isinstance(item, (str, os.PathLike)) else i
+
+
 class Embedder:
-    def __init__(self, bundle: Bundle, backend: str = "auto", batch_size: int = 32, workers: int | None = None,
+    """Loads a bundle's engines once and embeds images with them; a context manager that
+    closes its cache and engines on exit."""
+
+    def __init__(self, bundle: Bundle, backend: str = AUTO, batch_size: int = 32, workers: int | None = None,
                  threads: int | None = None, cache: str | Path | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
                  precision: str | None = None) -> None:
         self.bundle = bundle
-        self.backend_name = resolve_backend(bundle, backend)
-        self.precision = resolve_precision(self.backend_name, precision)
-        self.backends: list[Backend] = make_backends(bundle, self.backend_name, threads, self.precision)
+        sel = select_backends(bundle, backend, precision, threads)
+        self.backend_name, self.precision, self.reason, self.backends = sel.name, sel.precision, sel.reason, sel.backends
         self.batch_size = max(1, batch_size)
         self.workers = workers or min(8, os.cpu_count() or 1)
         self.max_pixels = max_pixels
-        self.sizes: list[SizeKey] = sorted({(m.height, m.width, m.resize) for m in bundle.members}, key=repr)
+        self.sizes = input_sizes(bundle)
         self.cache = EmbeddingCache(cache, bundle.key(self.precision, self.backend_name), bundle.dim) if cache else None
 
     @property
     def label(self) -> str:
         return f"{self.backend_name} {self.precision}"
 
-    def _prepare(self, path: Path, known: set[str]) -> tuple[str, dict[SizeKey, np.ndarray] | None, float]:
+    def __enter__(self) -> "Embedder":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.cache is not None:
+            self.cache.close()
+            self.cache = None
+        for be in self.backends:
+            close = getattr(be, "close", None)
+            if close is not None:
+                close()
+        self.backends = []
+
+    def run_prepared(self, stacks: Mapping[SizeKey, np.ndarray]) -> np.ndarray:
+        return run_members(self.bundle, self.backends, stacks)
+
+    def _prepare(self, item: Input, known: set[str]) -> tuple[str, dict[SizeKey, np.ndarray] | None, float]:
         t = time.perf_counter()
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise ImageDecodeError(path, f"cannot read file ({exc.strerror or exc})") from None
-        key = content_key(data)
-        if key in known:
-            return key, None, time.perf_counter() - t
-        img = decode_rgb(data, path, self.max_pixels)
+        if isinstance(item, (str, os.PathLike)):
+            path = Path(item)
+            try:
+                data = path.read_bytes()
+            except OSError as exc:
+                raise ImageDecodeError(path, f"cannot read file ({exc.strerror or exc})") from None
+            key = content_key(data)
+            if key in known:
+                return key, None, time.perf_counter() - t
+            img = decode_rgb(data, path, self.max_pixels)
+        else:
+            img = to_rgb(item) if isinstance(item, Image.Image) else from_array(item)
+            key = content_key(b"rgb%dx%d:" % img.size + img.tobytes())
+            if key in known:
+                return key, None, time.perf_counter() - t
         arrays = {s: resize_to(img, s[0], s[1], s[2]) for s in self.sizes}
         return key, arrays, time.perf_counter() - t
 
-    def _infer(self, items: list[tuple[str, dict[SizeKey, np.ndarray]]], stats: EmbedStats) -> dict[str, np.ndarray]:
-        t = time.perf_counter()
-        stacks = {s: np.stack([a[s] for _, a in items]) for s in self.sizes}
-        parts = [be.run(stacks[(m.height, m.width, m.resize)]) for m, be in zip(self.bundle.members, self.backends)]
-        fused = fuse(parts, [m.weight for m in self.bundle.members])
-        stats.infer_seconds += time.perf_counter() - t
-        out = {k: fused[i] for i, (k, _) in enumerate(items)}
-        if self.cache is not None:
-            self.cache.put(out)
-        return out
-
-    def embed(self, paths: Sequence[Path], progress: bool = True, desc: str = "embedding") -> EmbedOutput:
+    def embed(self, inputs: Sequence[Input], progress: bool = False, desc: str = "embedding") -> Embeddings:
+        """Embed paths, PIL images or uint8 arrays; inputs that cannot be used are reported in
+        ``skipped`` with the reason and left out of ``vectors``, never fatal."""
         from reidkit.progress import progress_bar
 
         t0 = time.perf_counter()
-        stats = EmbedStats(images=len(paths))
+        n = len(inputs)
+        stats = EmbedStats(images=n)
         known = self.cache.keys() if self.cache is not None else set()
-        keys: list[str | None] = [None] * len(paths)
-        vectors: dict[str, np.ndarray] = {}
-        errors: list[tuple[str, str]] = []
-        pending: list[tuple[str, dict[SizeKey, np.ndarray]]] = []
-        queued: set[str] = set()
+        out = np.zeros((n, self.bundle.dim), np.float32)
+        keys: list[str | None] = [None] * n
+        skipped: list[tuple[Any, str]] = []
+        owner: dict[str, int] = {}  # content key -> the input position whose row holds it
+        later: list[int] = []  # positions filled from the cache or from an identical input
+        pending: list[tuple[int, dict[SizeKey, np.ndarray]]] = []
         window = max(2 * self.batch_size, 4 * self.workers)
-        bar = progress_bar(total=len(paths), enabled=progress, desc=desc, unit="img")
+        bar = progress_bar(total=n, enabled=progress, desc=desc, unit="img")
+
+        def flush() -> None:
+            t = time.perf_counter()
+            fused = self.run_prepared({s: np.stack([a[s] for _, a in pending]) for s in self.sizes})
+            stats.infer_seconds += time.perf_counter() - t
+            rows = [i for i, _ in pending]
+            out[rows] = fused
+            if self.cache is not None:
+                self.cache.put({keys[i]: fused[j] for j, i in enumerate(rows)})  # type: ignore[misc]
+            stats.embedded += len(rows)
+            pending.clear()
+
         with ThreadPoolExecutor(self.workers, thread_name_prefix="decode") as pool:
             futures: deque[tuple[int, Future]] = deque()
-            it = iter(range(len(paths)))
+            it = iter(range(n))
 
             def top_up() -> None:
                 while len(futures) < window:
                     i = next(it, None)
                     if i is None:
                         return
-                    futures.append((i, pool.submit(self._prepare, Path(paths[i]), known)))
+                    futures.append((i, pool.submit(self._prepare, inputs[i], known)))
 
             top_up()
             try:
@@ -131,32 +201,42 @@ class Embedder:
                     try:
                         key, arrays, dt = fut.result()
                     except ImageDecodeError as exc:
-                        errors.append((str(paths[i]), exc.reason))
+                        skipped.append((_describe(inputs[i], i), exc.reason))
                         bar.update(1)
                         continue
                     stats.decode_seconds += dt
                     keys[i] = key
                     if arrays is None:
                         stats.from_cache += 1
-                    elif key in queued:
+                        later.append(i)
+                    elif key in owner:
                         stats.duplicates += 1
+                        later.append(i)
                     else:
-                        queued.add(key)
-                        pending.append((key, arrays))
+                        owner[key] = i
+                        pending.append((i, arrays))
                         if len(pending) >= self.batch_size:
-                            vectors.update(self._infer(pending, stats))
-                            stats.embedded += len(pending)
-                            pending = []
+                            flush()
                     bar.update(1)
                 if pending:
-                    vectors.update(self._infer(pending, stats))
-                    stats.embedded += len(pending)
+                    flush()
             finally:
                 for _, f in futures:
                     f.cancel()
                 bar.close()
-        missing = {k for k in keys if k is not None and k not in vectors}
-        if missing and self.cache is not None:
-            vectors.update(self.cache.get(missing))
+        cached_keys = {k for i in later if (k := keys[i]) is not None and k not in owner}
+        cached = self.cache.get(cached_keys) if self.cache is not None and cached_keys else {}
+        for i in later:
+            k = keys[i]
+            if k in owner:
+                out[i] = out[owner[k]]
+            elif k in cached:
+                out[i] = cached[k]
+            else:  # the cache lost the entry between keys() and get(): embed it now
+                keys[i] = None
+                skipped.append((_describe(inputs[i], i), "cache entry vanished during the run; rerun to embed it"))
+        ok = np.fromiter((i for i in range(n) if keys[i] is not None), np.int64)
         stats.seconds = time.perf_counter() - t0
-        return EmbedOutput(keys, vectors, errors, stats)
+        return Embeddings(out[ok] if len(ok) < n else out, [_describe(inputs[i], i) for i in ok.tolist()], skipped, ok,
+                          [keys[i] for i in ok.tolist()], stats)  # type: ignore[misc]
+

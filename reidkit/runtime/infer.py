@@ -14,7 +14,7 @@ from reidkit.data.csvio import write_rows
 from reidkit.data.folders import list_images, warn_skipped
 from reidkit.data.whaledo import read_metadata, read_scenarios
 from reidkit.errors import ReidkitError
-from reidkit.runtime.embedder import EmbedOutput, Embedder
+from reidkit.runtime.embedder import Embedder, Embeddings
 from reidkit.runtime.knn import rank, to_unit_score
 
 log = logging.getLogger("reidkit")
@@ -32,19 +32,20 @@ class RunSummary:
     rank_seconds: float
     backend: str
     rows: int
+    backend_reason: str = ""
 
     def line(self) -> str:
         ips = self.images / self.seconds if self.seconds else float("nan")
         return (f"{self.images} images ({self.embedded} embedded, {self.from_cache} from cache, {len(self.skipped)} skipped) "
                 f"in {self.seconds:.2f}s = {ips:.1f} images/s on {self.backend}; embed {self.embed_seconds:.2f}s, "
-                f"rank {self.rank_seconds:.2f}s; {self.rows} rows")
+                f"rank {self.rank_seconds:.2f}s; {self.rows} rows\nengine: {self.backend} ({self.backend_reason})")
 
 
-def write_embeddings(path: Path, ids: Sequence[str], out: EmbedOutput, indices: Sequence[int]) -> None:
-    """``.npz`` with ``ids`` (str) and ``embeddings`` (float32 [N, D]), skipped images left out."""
-    ok = [i for i in indices if out.keys[i] is not None]
+def write_embeddings(path: Path, ids: Sequence[str], emb: Embeddings) -> None:
+    """``.npz`` with ``ids`` (str) and ``embeddings`` (float32 [N, D]), skipped images left out;
+    ``ids[i]`` names input position i."""
     with atomic_write(path, "wb") as fh:
-        np.savez(fh, ids=np.array([ids[i] for i in ok]), embeddings=out.matrix(ok).astype(np.float32))
+        np.savez(fh, ids=np.array([ids[i] for i in emb.positions.tolist()]), embeddings=emb.vectors.astype(np.float32, copy=False))
 
 
 def _rows(results, qids: Sequence[str], dids: Sequence[str]) -> list[tuple[str, str, str]]:
@@ -52,6 +53,11 @@ def _rows(results, qids: Sequence[str], dids: Sequence[str]) -> list[tuple[str, 
     pairs = [(qid, j) for qid, matches in zip(qids, results) for j, _ in matches]
     scores = to_unit_score(np.fromiter((c for matches in results for _, c in matches), np.float64, count=len(pairs)))
     return [(qid, dids[j], f"{s:.6f}") for (qid, j), s in zip(pairs, scores.tolist())]
+
+
+def _summary(embedder: Embedder, emb: Embeddings, t: tuple[float, float, float], rows: int) -> RunSummary:
+    return RunSummary(emb.stats.images, emb.stats.embedded, emb.stats.from_cache, emb.skipped, t[2] - t[0], t[1] - t[0], t[2] - t[1],
+                      embedder.label, rows, embedder.reason)
 
 
 def run_folders(embedder: Embedder, query: Path, gallery: Path, out: Path, top_k: int = 20, qe: int = 0, dba: int = 0,
@@ -70,26 +76,25 @@ def run_folders(embedder: Embedder, query: Path, gallery: Path, out: Path, top_k
     pos = {p: i for i, p in enumerate(allp)}
     emb = embedder.embed(allp, progress=progress)
     t1 = time.perf_counter()
-    q_ok = [p for p in qpaths if emb.keys[pos[p.resolve()]] is not None]
-    g_ok = [p for p in gpaths if emb.keys[pos[p.resolve()]] is not None]
+    qrow = emb.rows_of(pos[p.resolve()] for p in qpaths)
+    grow = emb.rows_of(pos[p.resolve()] for p in gpaths)
+    q_ok = [p for p, r in zip(qpaths, qrow) if r >= 0]
+    g_ok = [p for p, r in zip(gpaths, grow) if r >= 0]
+    qrow, grow = qrow[qrow >= 0], grow[grow >= 0]
     qids = [p.relative_to(query).as_posix() for p in q_ok]
     gids = [p.relative_to(gallery).as_posix() for p in g_ok]
     gindex = {p.resolve(): j for j, p in enumerate(g_ok)}
     rows: list[tuple[str, str, str]] = []
     if q_ok and g_ok:
-        Q = emb.matrix([pos[p.resolve()] for p in q_ok])
-        G = emb.matrix([pos[p.resolve()] for p in g_ok])
         self_idx = np.array([gindex.get(p.resolve(), -1) for p in q_ok])
-        rows = _rows(rank(G, Q, top_k, self_idx, qe, dba), qids, gids)
+        rows = _rows(rank(emb.vectors[grow], emb.vectors[qrow], top_k, self_idx, qe, dba), qids, gids)
     write_rows(out, HEADER, rows)
     t2 = time.perf_counter()
     if embeddings_out:
         rel = {p.resolve(): f"gallery/{p.relative_to(gallery).as_posix()}" for p in gpaths}
         rel.update({p.resolve(): f"query/{p.relative_to(query).as_posix()}" for p in qpaths})
-        ids = [rel[p] for p in allp]
-        write_embeddings(embeddings_out, ids, emb, range(len(allp)))
-    return RunSummary(len(allp), emb.stats.embedded, emb.stats.from_cache, emb.errors, t2 - t0, t1 - t0, t2 - t1,
-                      embedder.label, len(rows))
+        write_embeddings(embeddings_out, [rel[p] for p in allp], emb)
+    return _summary(embedder, emb, (t0, t1, t2), len(rows))
 
 
 def run_scenarios(embedder: Embedder, scenarios_csv: Path, metadata_csv: Path, out: Path, top_k: int = 20, qe: int = 0,
@@ -103,22 +108,20 @@ def run_scenarios(embedder: Embedder, scenarios_csv: Path, metadata_csv: Path, o
     needed = list(dict.fromkeys([img for s in scenarios for _, img in s.queries] + [d for s in scenarios for d in s.database]))
     emb = embedder.embed([meta.paths[i] for i in needed], progress=progress)
     t1 = time.perf_counter()
-    pos = {img: i for i, img in enumerate(needed)}
-    ok = {img for img in needed if emb.keys[pos[img]] is not None}
+    row_of = dict(zip(needed, emb.rows_of(range(len(needed))).tolist()))
     rows: list[tuple[str, str, str]] = []
     for sc in scenarios:
-        db = [d for d in sc.database if d in ok]
-        qs = [(q, img) for q, img in sc.queries if img in ok]
+        db = [d for d in sc.database if row_of[d] >= 0]
+        qs = [(q, img) for q, img in sc.queries if row_of[img] >= 0]
         if not db or not qs:
             continue
         dbi = {d: j for j, d in enumerate(db)}
-        G = emb.matrix([pos[d] for d in db])
-        Q = emb.matrix([pos[img] for _, img in qs])
+        G = emb.vectors[[row_of[d] for d in db]]
+        Q = emb.vectors[[row_of[img] for _, img in qs]]
         self_idx = np.array([dbi.get(img, -1) for _, img in qs])
         rows += _rows(rank(G, Q, top_k, self_idx, qe, dba), [q for q, _ in qs], db)
     write_rows(out, HEADER, rows)
     t2 = time.perf_counter()
     if embeddings_out:
-        write_embeddings(embeddings_out, needed, emb, range(len(needed)))
-    return RunSummary(len(needed), emb.stats.embedded, emb.stats.from_cache, emb.errors, t2 - t0, t1 - t0, t2 - t1,
-                      embedder.label, len(rows))
+        write_embeddings(embeddings_out, needed, emb)
+    return _summary(embedder, emb, (t0, t1, t2), len(rows))

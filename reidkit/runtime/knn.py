@@ -7,9 +7,12 @@ ranking time in a pandas sort per query.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from reidkit.errors import MissingDependencyError
+from reidkit.vectors import l2_normalise
 
 
 def _faiss():
@@ -33,11 +36,6 @@ def search(database: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarra
         index = faiss.index_cpu_to_all_gpus(index)
     index.add(db)
     return index.search(q, k)
-
-
-def l2_normalise(x: np.ndarray) -> np.ndarray:
-    """Rows to unit length (zero rows stay zero): the one normalisation fusion, QE/DBA and validation share."""
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 def database_augment(database: np.ndarray, k: int) -> np.ndarray:
@@ -82,3 +80,27 @@ def rank(database: np.ndarray, queries: np.ndarray, k: int, self_index: np.ndarr
         row = [(int(j), float(s)) for j, s in zip(idx[i], sims[i]) if j >= 0 and j != own][:k]
         out.append(row)
     return out
+
+
+def rank_embeddings(queries: Any, gallery: Any, top_k: int = 20, qe: int = 0, dba: int = 0) -> list[list[tuple[Any, float]]]:
+    """The public ``reidkit.rank``: per query, up to ``top_k`` (gallery id, cosine), best first.
+
+    ``queries`` and ``gallery`` are :class:`~reidkit.runtime.embedder.Embeddings` (or plain
+    float32 arrays, whose ids are row numbers). A query whose id is a path that is also in
+    the gallery is never matched to itself.
+    """
+    def parts(x: Any) -> tuple[list[Any], np.ndarray]:
+        if hasattr(x, "vectors") and hasattr(x, "ids"):
+            return list(x.ids), np.asarray(x.vectors, np.float32)
+        arr = np.asarray(x, np.float32)
+        if arr.ndim != 2:
+            raise ValueError(f"expected Embeddings or a 2-D array of vectors, got shape {arr.shape}")
+        return list(range(len(arr))), arr
+
+    qids, Q = parts(queries)
+    gids, G = parts(gallery)
+    where = {g: j for j, g in enumerate(gids) if isinstance(g, str)}
+    self_index = np.array([where.get(q, -1) if isinstance(q, str) else -1 for q in qids], np.int64)
+    if len(Q) == 0 or len(G) == 0:
+        return [[] for _ in qids]
+    return [[(gids[j], c) for j, c in row] for row in rank(G, Q, top_k, self_index, qe, dba)]

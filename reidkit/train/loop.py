@@ -23,7 +23,7 @@ from reidkit.errors import ReidkitError
 from reidkit.imaging import ResizePolicy
 from reidkit.metrics import embedding_metrics, leave_one_out_whaledo_map
 from reidkit.progress import progress_bar
-from reidkit.runtime.knn import l2_normalise
+from reidkit.vectors import l2_normalise
 from reidkit.train.checkpoint import load_tensors, save_member
 from reidkit.train.dataset import AugmentConfig, ReidDataset, decode_all
 from reidkit.train.heads import HeadConfig, MarginHead
@@ -139,7 +139,7 @@ def train_member(samples: Sequence[Sample], cfg: TrainConfig, out: str | Path, r
     val_ds = None
     if val_s:
         val_s, val_imgs = decode_all(val_s)
-        val_ds = ReidDataset(val_imgs, [s.identity for s in val_s], cfg.member.input_size, policy, None)  # type: ignore[arg-type]
+        val_ds = ReidDataset(val_imgs, [s.identity for s in val_s], cfg.member.input_size, policy, None)  # type: ignore[arg-type, misc]
 
     net = ReidNet(cfg.member, pretrained=cfg.pretrained, weights=cfg.weights)
     model = EmbeddingModel(net).to(device)

@@ -1,113 +1,139 @@
-"""Backend selection: ``auto`` = a TensorRT engine matching this GPU, else onnxruntime CUDA,
-else onnxruntime CPU. Only backends that can really load are tried, so nothing prints
-provider errors. ``openvino`` and ``mnn`` (faster CPU engines, optional extras; ``mnn`` needs
-a bundle exported with ``--mnn``) are chosen explicitly."""
+"""Choosing and loading the engine that runs a bundle, from the backend table.
+
+``auto``: a TensorRT engine matching this GPU, else onnxruntime CUDA; on a CPU the fastest
+engine the bundle and the installed packages allow. Which CPU engine is fastest depends on
+the network (MNN led on the resnet10t demo ensemble, OpenVINO on pretrained EfficientNet-Lite0
+members; see benchmarks/results/), so when several are possible ``auto`` times them on the
+bundle once per CPU (:mod:`reidkit.runtime.backends.autoselect`). onnxruntime CPU, slowest
+end to end in every report so far, is the fallback when nothing faster is installed. Only
+engines whose probe passes are loaded, so nothing prints provider errors.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from dataclasses import dataclass, field
 
-import numpy as np
+from reidkit.errors import MissingDependencyError, ReidkitError
+from reidkit.runtime.backends.registry import AUTO, BACKENDS, Backend, BackendSpec, get_backend
+from reidkit.runtime.bundle import Bundle, verify_file
+from reidkit.runtime.bundle_format import PRECISIONS, artefact_for
 
-from reidkit.errors import ReidkitError
-from reidkit.runtime.bundle import PRECISIONS, Bundle, verify_file
-
-BACKENDS = ("auto", "trt", "ort-cuda", "ort-cpu", "openvino", "mnn")
+__all__ = ["Backend", "Selection", "make_backends", "resolve_precision", "select_backends", "bundle_lacks"]
 
 
-class Backend(Protocol):
+@dataclass
+class Selection:
     name: str
-
-    def run(self, batch: np.ndarray) -> np.ndarray: ...
-
-
-def _matching_engines(bundle: Bundle) -> dict[str, dict[str, Any]] | None:
-    """The bundle's engines for this GPU and TensorRT, one per member, or None."""
-    from reidkit.runtime.gpu import detect_gpus
-
-    gpus = detect_gpus()
-    if not gpus or not bundle.engines():
-        return None
-    try:
-        import tensorrt as trt
-    except ImportError:
-        return None
-    if not hasattr(trt, "Runtime"):
-        return None
-    found = {e["member"]: e for e in bundle.engines()
-             if e.get("tensorrt_version") == trt.__version__ and e.get("gpu_name") == gpus[0].name}
-    return found if all(m.name in found for m in bundle.members) else None
-
-
-def resolve_backend(bundle: Bundle, requested: str) -> str:
-    from reidkit.runtime.backends.ort import cuda_provider_usable
-
-    if requested not in BACKENDS:
-        raise ReidkitError(f"--backend {requested!r}: choose one of {', '.join(BACKENDS)}")
-    if requested != "auto":
-        return requested
-    if _matching_engines(bundle):
-        return "trt"
-    try:
-        if cuda_provider_usable():
-            return "ort-cuda"
-    except Exception:
-        pass
-    return "ort-cpu"
+    precision: str
+    reason: str  # why this engine: printed in the run summary
+    backends: list[Backend] = field(default_factory=list)
 
 
 def resolve_precision(backend: str, requested: str | None) -> str:
-    """TensorRT engines are FP16 by construction; onnxruntime runs the fp32 graph unless asked."""
-    if backend == "trt":
-        if requested not in (None, "fp16"):
-            raise ReidkitError(f"--precision {requested}: TensorRT engines are FP16; use --precision fp16 or --backend ort-cpu / ort-cuda")
-        return "fp16"
-    if backend == "mnn":
-        if requested not in (None, "fp32"):
-            raise ReidkitError(f"--precision {requested}: MNN models are fp32 (converted from the fp32 ONNX); "
-                               "use --precision fp32, or --backend openvino / ort-cpu for fp16 and int8")
-        return "fp32"
-    if requested is not None and requested not in PRECISIONS:
+    """The precision a backend runs: its first listed one unless asked, and never one it lacks."""
+    spec = get_backend(backend)
+    if requested is None:
+        return spec.precisions[0]
+    if requested not in PRECISIONS:
         raise ReidkitError(f"--precision {requested!r}: choose one of {', '.join(PRECISIONS)}")
-    return requested or "fp32"
+    if requested not in spec.precisions:
+        others = [b.name for b in BACKENDS.values() if requested in b.precisions]
+        raise ReidkitError(f"--precision {requested}: {backend} runs {', '.join(spec.precisions)} only; "
+                           f"use --precision {spec.precisions[0]}, or --backend {' / '.join(others)} for {requested}")
+    return requested
 
 
-def make_backends(bundle: Bundle, name: str, threads: int | None = None, precision: str = "fp32") -> list[Backend]:
-    """One backend per member, after checking every artefact it will load."""
-    if name == "trt":
+def _matching_engines(bundle: Bundle):  # -> dict[str, EngineRecord] | str
+    """The bundle's engine per member for this GPU and TensorRT version, or why there is none."""
+    from reidkit.runtime.backends.trt import engines_for_this_gpu
+
+    return engines_for_this_gpu(bundle)
+
+
+def bundle_lacks(bundle: Bundle, spec: BackendSpec, precision: str) -> str | None:
+    """Why this bundle cannot feed ``spec`` at ``precision`` (None: it can)."""
+    if spec.fmt == "trt":
+        found = _matching_engines(bundle)
+        return found if isinstance(found, str) else None
+    art = artefact_for(spec.fmt, precision)
+    missing = [m.name for m in bundle.members if art.kind not in m.files]
+    if missing:
+        return f"{bundle.root} has no {art.label} for {', '.join(missing)}; re-export with `reid-export ... {art.export_flag}`"
+    return None
+
+
+def make_backends(bundle: Bundle, name: str, threads: int | None = None, precision: str | None = None) -> list[Backend]:
+    """One engine per member, after checking every artefact it will load."""
+    spec = get_backend(name)
+    precision = resolve_precision(name, precision)
+    why = spec.why_unavailable()
+    if why:
+        raise MissingDependencyError(f"--backend {name}: {why}")
+    lacks = bundle_lacks(bundle, spec, precision)
+    if lacks:
+        others = " / ".join(b.name for b in BACKENDS.values() if b.fmt == "onnx" and b.device == spec.device and b is not spec)
+        raise ReidkitError(f"--backend {name}: {lacks}" + (f", or use --backend {others}" if others else ""))
+    cls = spec.load_class()
+    if spec.fmt == "trt":
         engines = _matching_engines(bundle)
-        if engines is None:
-            raise ReidkitError(f"{bundle.root} has no TensorRT engine for this GPU and TensorRT version; "
-                               "build one with `reid-export --trt`, or use --backend ort-cuda / ort-cpu")
-        from reidkit.runtime.backends.trt import TensorRTBackend
-
+        assert not isinstance(engines, str)
         out: list[Backend] = []
         for m in bundle.members:
-            e = engines[m.name]
-            plan = bundle.root / e["file"]
-            verify_file(plan, e["sha256"], f"member {m.name!r} engine")
-            out.append(TensorRTBackend(plan))
+            rec = engines[m.name]
+            plan, side = bundle.root / rec.file, bundle.root / rec.sidecar
+            verify_file(plan, rec.sha256, f"member {m.name!r} TensorRT engine")
+            verify_file(side, rec.sidecar_sha256, f"member {m.name!r} TensorRT engine sidecar")
+            out.append(cls(plan, threads=threads, **spec.options))
         return out
-    if name == "mnn":
-        missing = [m.name for m in bundle.members if m.mnn is None]
-        if missing:
-            raise ReidkitError(f"{bundle.root} has no MNN model for {', '.join(missing)}; re-export with `reid-export ... --mnn`, "
-                               "or use --backend openvino / ort-cpu")
-        from reidkit.runtime.backends.mnn import MnnBackend
-
-        models = [m.mnn for m in bundle.members if m.mnn is not None]
-        for m, (path, sha) in zip(bundle.members, models):
-            verify_file(path, sha, f"member {m.name!r} MNN model")
-        return [MnnBackend(path, threads=threads) for path, _ in models]
-    files = [m.onnx_for(precision) for m in bundle.members]  # every member has it, before anything loads
+    art = artefact_for(spec.fmt, precision)
+    files = [m.artefact(art.kind) for m in bundle.members]
     for m, (path, sha) in zip(bundle.members, files):
-        if precision != "fp32":  # fp32 was verified when the bundle loaded
-            verify_file(path, sha, f"member {m.name!r} {precision} ONNX")
-    if name == "openvino":
-        from reidkit.runtime.backends.openvino import OpenVinoBackend
+        if art.kind != "fp32":  # the fp32 graphs were verified when the bundle loaded
+            verify_file(path, sha, f"member {m.name!r} {art.label}")
+    return [cls(path, threads=threads, **spec.options) for path, _ in files]
 
-        return [OpenVinoBackend(path, threads=threads) for path, _ in files]
-    from reidkit.runtime.backends.ort import OrtBackend
 
-    device = "cuda" if name == "ort-cuda" else "cpu"
-    return [OrtBackend(path, device=device, threads=threads) for path, _ in files]
+def _usable(bundle: Bundle, spec: BackendSpec, precision: str) -> str | None:
+    if precision not in spec.precisions:
+        return f"runs {', '.join(spec.precisions)} only"
+    return spec.why_unavailable() or bundle_lacks(bundle, spec, precision)
+
+
+def select_backends(bundle: Bundle, requested: str = AUTO, precision: str | None = None, threads: int | None = None) -> Selection:
+    """Resolve ``requested`` (a table name or ``auto``) to loaded engines and the reason."""
+    if requested != AUTO:
+        prec = resolve_precision(requested, precision)
+        return Selection(requested, prec, "--backend " + requested, make_backends(bundle, requested, threads, prec))
+    rows = sorted(BACKENDS.values(), key=lambda b: b.auto_rank)
+    why_not: dict[str, str] = {}
+    for spec in (b for b in rows if b.device == "cuda"):
+        prec = precision or spec.precisions[0]
+        why = _usable(bundle, spec, prec)
+        if why is None:
+            what = "a TensorRT engine built for this GPU" if spec.fmt == "trt" else "an NVIDIA GPU"
+            return Selection(spec.name, prec, f"auto: {what}", make_backends(bundle, spec.name, threads, prec))
+        why_not[spec.name] = why
+    prec = precision or "fp32"
+    cpu = [b for b in rows if b.device == "cpu"]
+    fast = []
+    for spec in cpu:
+        why = _usable(bundle, spec, prec)
+        if why is None and not spec.fallback:
+            fast.append(spec)
+        elif why is not None:
+            why_not[spec.name] = why
+    if len(fast) > 1:
+        from reidkit.runtime.backends.autoselect import fastest
+
+        return fastest(bundle, fast, prec, threads)
+    if len(fast) == 1:
+        spec = fast[0]
+        skipped = "; ".join(f"{k}: {v}" for k, v in why_not.items() if BACKENDS[k].device == "cpu")
+        return Selection(spec.name, prec, f"auto: {spec.name}, the fastest CPU engine usable here" + (f" ({skipped})" if skipped else ""),
+                         make_backends(bundle, spec.name, threads, prec))
+    for spec in (b for b in cpu if b.fallback and b.name not in why_not):
+        faster = ", ".join(f"'reidkit[{b.extra}]'" for b in cpu if not b.fallback)
+        return Selection(spec.name, prec, f"auto: {spec.name}, no faster CPU engine is usable here (pip install {faster})",
+                         make_backends(bundle, spec.name, threads, prec))
+    raise MissingDependencyError(f"no engine can run {bundle.root} at {prec} here: "
+                                 + "; ".join(f"{k}: {v}" for k, v in why_not.items()))

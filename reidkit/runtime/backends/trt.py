@@ -11,16 +11,52 @@ from __future__ import annotations
 import ctypes
 import json
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from reidkit.errors import MissingDependencyError, ReidkitError
+from reidkit.runtime.bundle_format import EngineRecord, EngineSidecar
 
 if TYPE_CHECKING:
     import tensorrt as trt_types
 
+    from reidkit.runtime.bundle import Bundle
+
 REBUILD = "rebuild it on this machine with `reid-export --trt`"
+NO_TRT = "pip install 'reidkit[gpu]' on a machine with an NVIDIA GPU, or use --backend ort-cpu"
+
+
+def load_tensorrt(hint: str = NO_TRT) -> ModuleType:
+    """The real TensorRT module, or an error: tensorrt-stubs alone installs an empty namespace."""
+    try:
+        import tensorrt as trt
+    except ImportError:
+        raise MissingDependencyError(f"TensorRT is not installed ({hint})") from None
+    if not hasattr(trt, "Builder") or not hasattr(trt, "Runtime"):
+        raise MissingDependencyError(f"only TensorRT's type stubs are installed here, not TensorRT ({hint})")
+    return trt
+
+
+def engines_for_this_gpu(bundle: "Bundle") -> dict[str, EngineRecord] | str:
+    """The bundle's engine per member built for this GPU and TensorRT version, or why there is none."""
+    from reidkit.runtime.gpu import detect_gpus
+
+    if not bundle.engines:
+        return f"{bundle.root} has no TensorRT engines; {REBUILD}"
+    gpus = detect_gpus()
+    if not gpus:
+        return "no NVIDIA GPU (the CUDA driver reports none)"
+    try:
+        version = str(load_tensorrt().__version__)
+    except MissingDependencyError as exc:
+        return str(exc)
+    found = {e.member: e for e in bundle.engines if e.tensorrt_version == version and e.gpu_name == gpus[0].name}
+    missing = [m.name for m in bundle.members if m.name not in found]
+    if missing:
+        return f"{bundle.root} has no TensorRT {version} engine for {gpus[0].name} for {', '.join(missing)}; {REBUILD}"
+    return found
 
 
 def _cudart() -> Any:
@@ -41,33 +77,34 @@ def _check(result: Any) -> Any:
     return rest[0] if len(rest) == 1 else rest
 
 
-def check_sidecar(sidecar: dict[str, Any], plan: Path, trt_version: str, gpu_name: str, cc: tuple[int, int]) -> None:
+def check_sidecar(sidecar: EngineSidecar, plan: Path, trt_version: str, gpu_name: str, cc: tuple[int, int]) -> None:
     """Refuse an engine built for another GPU or TensorRT version, naming the fix."""
-    if sidecar.get("tensorrt_version") != trt_version:
-        raise ReidkitError(f"engine {plan.name} was built with TensorRT {sidecar.get('tensorrt_version')}, this machine has {trt_version}; {REBUILD}")
-    if sidecar.get("gpu_name") != gpu_name or tuple(sidecar.get("compute_capability", ())) != tuple(cc):
-        raise ReidkitError(f"engine {plan.name} was built for {sidecar.get('gpu_name')} (sm {sidecar.get('compute_capability')}), "
+    if sidecar.tensorrt_version != trt_version:
+        raise ReidkitError(f"engine {plan.name} was built with TensorRT {sidecar.tensorrt_version}, this machine has {trt_version}; {REBUILD}")
+    if sidecar.gpu_name != gpu_name or tuple(sidecar.compute_capability) != tuple(cc):
+        raise ReidkitError(f"engine {plan.name} was built for {sidecar.gpu_name} (sm {list(sidecar.compute_capability)}), "
                            f"this GPU is {gpu_name} (sm {list(cc)}); {REBUILD}")
 
 
-def read_sidecar(plan: Path) -> dict[str, Any]:
+def read_sidecar(plan: Path) -> EngineSidecar:
     side = plan.with_suffix(".json")
     if not side.is_file():
         raise ReidkitError(f"engine {plan} has no sidecar {side.name}; {REBUILD}")
-    return json.loads(side.read_text(encoding="utf-8"))
+    try:
+        return EngineSidecar.from_dict(json.loads(side.read_text(encoding="utf-8")))
+    except (ValueError, KeyError, TypeError, IndexError) as exc:
+        raise ReidkitError(f"engine sidecar {side} is malformed ({exc}); {REBUILD}") from None
 
 
 class TensorRTBackend:
     name = "trt"
 
-    def __init__(self, plan: str | Path, sidecar: dict[str, Any] | None = None, *, trt: Any = None, cudart: Any = None,
-                 gpu: Any = None) -> None:
+    def __init__(self, plan: str | Path, sidecar: EngineSidecar | None = None, *, trt: Any = None, cudart: Any = None,
+                 gpu: Any = None, threads: int | None = None) -> None:
         from reidkit.runtime.gpu import detect_gpus
 
         plan = Path(plan)
         if trt is None:
-            from reidkit.export.tensorrt_build import load_tensorrt
-
             trt = load_tensorrt()
         self.trt = trt
         self.cudart = cudart or _cudart()
@@ -78,8 +115,8 @@ class TensorRTBackend:
             gpu = gpus[0]
         sidecar = sidecar or read_sidecar(plan)
         check_sidecar(sidecar, plan, str(trt.__version__), gpu.name, gpu.compute_capability)
-        self.max_batch = int(sidecar["profile"]["max"][0])
-        self.input_shape = tuple(int(x) for x in sidecar["profile"]["max"][1:])
+        self.max_batch = sidecar.max_batch
+        self.input_shape = tuple(int(x) for x in sidecar.profile["max"][1:])
         logger: trt_types.ILogger = trt.Logger(trt.Logger.WARNING)
         self.runtime: trt_types.Runtime = trt.Runtime(logger)
         engine: trt_types.ICudaEngine | None = self.runtime.deserialize_cuda_engine(plan.read_bytes())
@@ -120,10 +157,18 @@ class TensorRTBackend:
         _check(cu.cudaStreamSynchronize(self.stream))
         return self.h_out[:n].copy()
 
-    def __del__(self) -> None:
+    def close(self) -> None:
+        """Free the device and pinned buffers and destroy the stream (once; safe to repeat)."""
         cu = getattr(self, "cudart", None)
         if cu is None:
             return
-        for name, free in (("d_in", "cudaFree"), ("d_out", "cudaFree"), ("h_in_ptr", "cudaFreeHost"), ("h_out_ptr", "cudaFreeHost")):
+        if hasattr(self, "stream"):
+            cu.cudaStreamSynchronize(self.stream)  # nothing may still be copying into the buffers freed below
+        for name, free in (("d_in", "cudaFree"), ("d_out", "cudaFree"), ("h_in_ptr", "cudaFreeHost"), ("h_out_ptr", "cudaFreeHost"),
+                           ("stream", "cudaStreamDestroy")):
             if hasattr(self, name):
                 getattr(cu, free)(getattr(self, name))
+                delattr(self, name)
+
+    def __del__(self) -> None:
+        self.close()
