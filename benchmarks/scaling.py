@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import resource
-import shutil
 import subprocess
 import sys
 import time
@@ -52,14 +51,15 @@ def prepare(pool: list[Path], n: int, root: Path) -> Path:
     d = root / f"n{n}"
     if (d / "query_scenarios.csv").is_file():
         return d
-    shutil.rmtree(d, ignore_errors=True)
-    (d / "images").mkdir(parents=True)
+    (d / "images").mkdir(parents=True, exist_ok=True)  # a preparation cut short resumes
     src = [p for r in pool for p in sorted((r / "images").glob("*.jpg"))]
     rows = []
     for i in range(n):
         s = src[i % len(src)]
         dst = d / "images" / f"{i:07d}.jpg"
-        if i < len(src):
+        if dst.exists():
+            pass
+        elif i < len(src):
             os.link(s, dst)
         else:
             dst.write_bytes(s.read_bytes() + bytes([i // len(src) % 256]))
@@ -74,17 +74,26 @@ def prepare(pool: list[Path], n: int, root: Path) -> Path:
 
 
 def bench_infer(bundle: Path, pool: list[Path], sizes: list[int], work: Path, backend: str) -> None:
-    rows = []
+    rows = json.loads((OUT / "infer.json").read_text()) if (OUT / "infer.json").is_file() else []
     for n in sizes:
         d = prepare(pool, n, work)
         cmd = ["/usr/bin/time", "-v", str(BIN / "reid-infer"), "--model", str(bundle), "--scenarios", str(d / "query_scenarios.csv"),
                "--metadata", str(d / "metadata.csv"), "-o", str(work / f"sub{n}.csv"), "--backend", backend, "--quiet",
                "--report-json", str(work / f"run{n}.json")]
         t = time.perf_counter()
-        res = subprocess.run(cmd, capture_output=True, text=True)
+        with open(work / f"run{n}.stderr", "w+") as err:
+            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, text=True)
+            samples = []
+            while proc.poll() is None:  # progress samples, so a run cut short still says something
+                time.sleep(10)
+                samples.append(_sample(proc.pid, time.perf_counter() - t, d))
+                _save(f"infer_samples_{n}", samples)
+            err.seek(0)
+            stderr = err.read()
         wall = time.perf_counter() - t
-        if res.returncode:
-            raise SystemExit(res.stderr[-3000:])
+        if proc.returncode:
+            raise SystemExit(stderr[-3000:])
+        res = subprocess.CompletedProcess(cmd, 0, "", stderr)
         tv = {k.strip(): v.strip() for k, _, v in (ln.partition(": ") for ln in res.stderr.splitlines()) if v}
         cpu = float(tv["User time (seconds)"]) + float(tv["System time (seconds)"])
         run = json.loads((work / f"run{n}.json").read_text())
@@ -92,8 +101,24 @@ def bench_infer(bundle: Path, pool: list[Path], sizes: list[int], work: Path, ba
                      "embed_images_per_s": n / run["embed_seconds"], "cpu_s_per_image": cpu / n,
                      "peak_rss_mb": int(tv["Maximum resident set size (kbytes)"]) / 1024, "rank_s": run["rank_seconds"],
                      "backend": run["backend"]})
+        rows = [r for r in rows if r["images"] != n] + [rows[-1]]
         print(rows[-1], flush=True)
         _save("infer", rows)
+
+
+def _sample(time_pid: int, elapsed: float, data: Path) -> dict[str, float]:
+    """The reid-infer child of /usr/bin/time: bytes read (-> images read so far), CPU, RSS high-water."""
+    try:
+        child = int(Path(f"/proc/{time_pid}/task/{time_pid}/children").read_text().split()[0])
+        io = dict(ln.split(": ") for ln in Path(f"/proc/{child}/io").read_text().splitlines())
+        st = {k: v for k, _, v in (ln.partition(":\t") for ln in Path(f"/proc/{child}/status").read_text().splitlines())}
+        stat = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()
+        tick = os.sysconf("SC_CLK_TCK")
+        mean_bytes = np.mean([p.stat().st_size for p in sorted((data / "images").iterdir())[:200]])
+        return {"elapsed_s": elapsed, "images_read_est": int(io["rchar"]) / mean_bytes, "cpu_s": (int(stat[11]) + int(stat[12])) / tick,
+                "vm_hwm_mb": int(st["VmHWM"].split()[0]) / 1024}
+    except (OSError, IndexError, KeyError, ValueError):
+        return {"elapsed_s": elapsed}
 
 
 # ----------------------------------------------------------------------------- kNN
@@ -115,7 +140,11 @@ def recall_at(approx: np.ndarray, exact: np.ndarray, k: int = 20) -> float:
     return float(np.mean([len(set(a[:k]) & set(e[:k])) / k for a, e in zip(approx, exact)]))
 
 
+SWEEP = {"exact": [None], "ivf": [16, 64, 128, 256], "hnsw": [64, 128, 256, 512]}  # nprobe / efSearch
+
+
 def bench_knn(dim: int, sizes: list[int], n_queries: int, kinds: list[str]) -> None:
+    """Each index is built once, then searched at each search parameter of SWEEP."""
     from reidkit.runtime.index import GalleryIndex, IndexParams
 
     rows = []
@@ -130,18 +159,24 @@ def bench_knn(dim: int, sizes: list[int], n_queries: int, kinds: list[str]) -> N
             t, c = time.perf_counter(), _cpu()
             idx = GalleryIndex.build(g, kind, IndexParams())
             build_s, build_cpu = time.perf_counter() - t, _cpu() - c
-            idx.search(q[:10], 21)  # warm-up
-            t, c = time.perf_counter(), _cpu()
-            _, found = idx.search(q, 20)
-            search_s, search_cpu = time.perf_counter() - t, _cpu() - c
-            if kind == "exact":
-                truth = found
-            row = {"vectors": n, "dim": dim, "kind": kind, "queries": n_queries, "build_s": build_s, "build_cpu_s": build_cpu,
-                   "ms_per_query": 1000 * search_s / n_queries, "cpu_ms_per_query": 1000 * search_cpu / n_queries,
-                   "recall_at_20": recall_at(found, truth), "params": idx.meta()["params"], "threads": _threads()}
-            rows = [r for r in rows if not (r["vectors"] == n and r["kind"] == kind)] + [row]
-            print(row, flush=True)
-            _save("knn", rows)
+            for p in SWEEP[kind]:
+                if kind == "ivf":
+                    idx.index.nprobe = min(p, idx.index.nlist)
+                elif kind == "hnsw":
+                    idx.index.hnsw.efSearch = p
+                idx.search(q[:10], 21)  # warm-up
+                t, c = time.perf_counter(), _cpu()
+                _, found = idx.search(q, 20)
+                search_s, search_cpu = time.perf_counter() - t, _cpu() - c
+                if kind == "exact":
+                    truth = found
+                row = {"vectors": n, "dim": dim, "kind": kind, "search_param": p, "queries": n_queries, "build_s": build_s,
+                       "build_cpu_s": build_cpu, "ms_per_query": 1000 * search_s / n_queries,
+                       "cpu_ms_per_query": 1000 * search_cpu / n_queries, "recall_at_20": recall_at(found, truth),
+                       "params": idx.meta()["params"], "threads": _threads()}
+                rows = [r for r in rows if not (r["vectors"] == n and r["kind"] == kind and r.get("search_param") == p)] + [row]
+                print({k: v for k, v in row.items() if k != "params"}, flush=True)
+                _save("knn", rows)
             del idx
 
 

@@ -94,26 +94,24 @@ class _EmbedActor:
     """Loads the bundle once; embeds decoded batches with the runtime's backends and fuse."""
 
     def __init__(self, bundle_dir: str, backend: str, precision: str | None, threads: int) -> None:
-        from reidkit.runtime.backends.select import make_backends, resolve_backend, resolve_precision
+        from reidkit.runtime.backends.select import select_backends
         from reidkit.runtime.bundle import load_bundle
+        from reidkit.runtime.embedder import input_sizes
 
         self.bundle = load_bundle(bundle_dir)
-        name = resolve_backend(self.bundle, backend)
-        self.backends = make_backends(self.bundle, name, threads, resolve_precision(name, precision))
-        self.sizes = sorted({(m.height, m.width, m.resize) for m in self.bundle.members}, key=repr)
+        self.backends = select_backends(self.bundle, backend, precision, threads).backends
+        self.sizes = input_sizes(self.bundle)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> Any:
         import pyarrow as pa
 
-        from reidkit.runtime.embedder import fuse
+        from reidkit.runtime.embedder import run_members
 
         ok = np.flatnonzero(batch["error"] == "")
         dim = self.bundle.dim
         emb = np.zeros((len(batch["id"]), dim), np.float32)
         if len(ok):
-            parts = [be.run(batch[f"pixels{self.sizes.index((m.height, m.width, m.resize))}"][ok])
-                     for m, be in zip(self.bundle.members, self.backends)]
-            emb[ok] = fuse(parts, [m.weight for m in self.bundle.members])
+            emb[ok] = run_members(self.bundle, self.backends, {s: batch[f"pixels{j}"][ok] for j, s in enumerate(self.sizes)})
         return pa.table({"id": pa.array(list(batch["id"]), pa.string()),
                          "embedding": pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1)), dim),
                          "content_hash": pa.array(list(batch["content_hash"]), pa.string()),
@@ -152,6 +150,7 @@ def embed_paths(bundle_dir: str | Path, paths: Sequence[str | Path], parquet_dir
     import pyarrow.dataset as pads
 
     from reidkit.runtime.bundle import load_bundle
+    from reidkit.runtime.embedder import input_sizes
 
     t0 = time.perf_counter()
     bundle = load_bundle(bundle_dir)  # refuse a bad bundle on the driver, before any task starts
@@ -159,7 +158,7 @@ def embed_paths(bundle_dir: str | Path, paths: Sequence[str | Path], parquet_dir
     plan = plan_resources(float(res.get("CPU", 0)), float(res.get("GPU", 0)), actors)
     log.info("ray: %d embedding actor(s) x %.2g CPU%s, read tasks %.2g CPU", plan.actors, plan.actor_cpus,
              f" + {plan.actor_gpus:g} GPU" if plan.actor_gpus else "", plan.task_cpus)
-    sizes = sorted({(m.height, m.width, m.resize) for m in bundle.members}, key=repr)
+    sizes = input_sizes(bundle)
     ids = [str(Path(p)) for p in paths]
     if parquet_dir is None:
         parquet_dir = tempfile.mkdtemp(prefix="reidkit-ray-")
@@ -183,3 +182,37 @@ def embed_paths(bundle_dir: str | Path, paths: Sequence[str | Path], parquet_dir
     hashes = [all_hashes[i] for i in order]
     errors = [(ids[k], errs[i]) for k, i in enumerate(order) if errs[i]]
     return RayEmbedding(ids, vectors, hashes, errors, parquet_dir, time.perf_counter() - t0)
+
+
+class RayEmbedder:
+    """What ``reid-infer --ray`` uses in place of the single-process ``Embedder``: same
+    ``embed(paths) -> Embeddings`` contract, so ranking and outputs are shared code."""
+
+    def __init__(self, bundle_dir: str | Path, address: str, backend: str = "auto", precision: str | None = None,
+                 batch_size: int = 32, parquet_dir: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+        connect(address)
+        self.bundle_dir, self.backend, self.precision = bundle_dir, backend, precision
+        self.batch_size, self.parquet_dir, self.max_pixels = batch_size, parquet_dir, max_pixels
+        self.label = f"ray ({backend}{' ' + precision if precision else ''}, {address})"
+        self.reason = "--ray: Ray Data tasks decode, an actor pool embeds"
+
+    def __enter__(self) -> "RayEmbedder":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def embed(self, inputs: Sequence[str | Path], progress: bool = False, desc: str = "") -> Any:
+        from reidkit.runtime.embedder import EmbedStats, Embeddings
+
+        own_dir = self.parquet_dir is None
+        r = embed_paths(self.bundle_dir, inputs, self.parquet_dir, self.backend, self.precision, self.batch_size, self.max_pixels)
+        if own_dir:
+            import shutil
+
+            shutil.rmtree(r.parquet, ignore_errors=True)
+        bad = {i for i, _ in r.errors}
+        ok = np.array([k for k, i in enumerate(r.ids) if i not in bad], np.int64)
+        stats = EmbedStats(images=len(r.ids), embedded=len(ok), seconds=r.seconds)
+        return Embeddings(r.vectors[ok], [r.ids[k] for k in ok.tolist()], list(r.errors), ok,
+                          [r.content_hashes[k] for k in ok.tolist()], stats)

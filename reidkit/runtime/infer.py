@@ -15,7 +15,8 @@ from reidkit.data.folders import list_images, warn_skipped
 from reidkit.data.whaledo import read_metadata, read_scenarios
 from reidkit.errors import ReidkitError
 from reidkit.runtime.embedder import Embedder, Embeddings
-from reidkit.runtime.knn import rank, to_unit_score
+from reidkit.runtime.knn import to_unit_score
+from reidkit.runtime.search import RankOptions, rank_gallery
 
 log = logging.getLogger("reidkit")
 HEADER = ["query_id", "database_image_id", "score"]
@@ -43,7 +44,12 @@ class RunSummary:
 
 def write_embeddings(path: Path, ids: Sequence[str], emb: Embeddings) -> None:
     """``.npz`` with ``ids`` (str) and ``embeddings`` (float32 [N, D]), skipped images left out;
-    ``ids[i]`` names input position i."""
+    ``ids[i]`` names input position i. A ``.parquet`` path gets Parquet (id, embedding, content_hash)."""
+    if path.suffix == ".parquet":
+        from reidkit.runtime.parquet_out import write_embeddings_parquet
+
+        write_embeddings_parquet(path, [ids[i] for i in emb.positions.tolist()], emb.vectors, emb.keys)
+        return
     with atomic_write(path, "wb") as fh:
         np.savez(fh, ids=np.array([ids[i] for i in emb.positions.tolist()]), embeddings=emb.vectors.astype(np.float32, copy=False))
 
@@ -61,7 +67,7 @@ def _summary(embedder: Embedder, emb: Embeddings, t: tuple[float, float, float],
 
 
 def run_folders(embedder: Embedder, query: Path, gallery: Path, out: Path, top_k: int = 20, qe: int = 0, dba: int = 0,
-                embeddings_out: Path | None = None, progress: bool = True) -> RunSummary:
+                embeddings_out: Path | None = None, progress: bool = True, ranking: RankOptions | None = None) -> RunSummary:
     import time
 
     t0 = time.perf_counter()
@@ -87,7 +93,8 @@ def run_folders(embedder: Embedder, query: Path, gallery: Path, out: Path, top_k
     rows: list[tuple[str, str, str]] = []
     if q_ok and g_ok:
         self_idx = np.array([gindex.get(p.resolve(), -1) for p in q_ok])
-        rows = _rows(rank(emb.vectors[grow], emb.vectors[qrow], top_k, self_idx, qe, dba), qids, gids)
+        rows = _rows(rank_gallery(ranking, emb.vectors[grow], emb.vectors[qrow], top_k, self_idx, qe, dba,
+                                  [emb.keys[r] for r in grow.tolist()]), qids, gids)
     write_rows(out, HEADER, rows)
     t2 = time.perf_counter()
     if embeddings_out:
@@ -98,8 +105,11 @@ def run_folders(embedder: Embedder, query: Path, gallery: Path, out: Path, top_k
 
 
 def run_scenarios(embedder: Embedder, scenarios_csv: Path, metadata_csv: Path, out: Path, top_k: int = 20, qe: int = 0,
-                  dba: int = 0, embeddings_out: Path | None = None, progress: bool = True) -> RunSummary:
-    """The Whale-do submission: every image embedded once, each query ranked in its scenario's database."""
+                  dba: int = 0, embeddings_out: Path | None = None, progress: bool = True, ranking: RankOptions | None = None) -> RunSummary:
+    """The Whale-do submission: every image embedded once, each query ranked in its scenario's
+    database; rows stream to the (atomically renamed) CSV scenario by scenario."""
+    if ranking is not None and ranking.index_file is not None:
+        raise ReidkitError("--index-file serves one gallery (folder mode); scenario mode builds each scenario's index in memory")
     import time
 
     t0 = time.perf_counter()
@@ -109,19 +119,26 @@ def run_scenarios(embedder: Embedder, scenarios_csv: Path, metadata_csv: Path, o
     emb = embedder.embed([meta.paths[i] for i in needed], progress=progress)
     t1 = time.perf_counter()
     row_of = dict(zip(needed, emb.rows_of(range(len(needed))).tolist()))
-    rows: list[tuple[str, str, str]] = []
-    for sc in scenarios:
-        db = [d for d in sc.database if row_of[d] >= 0]
-        qs = [(q, img) for q, img in sc.queries if row_of[img] >= 0]
-        if not db or not qs:
-            continue
-        dbi = {d: j for j, d in enumerate(db)}
-        G = emb.vectors[[row_of[d] for d in db]]
-        Q = emb.vectors[[row_of[img] for _, img in qs]]
-        self_idx = np.array([dbi.get(img, -1) for _, img in qs])
-        rows += _rows(rank(G, Q, top_k, self_idx, qe, dba), [q for q, _ in qs], db)
-    write_rows(out, HEADER, rows)
+    n_rows = 0
+
+    def rows():  # type: ignore[no-untyped-def]
+        nonlocal n_rows
+        for sc in scenarios:
+            db = [d for d in sc.database if row_of[d] >= 0]
+            qs = [(q, img) for q, img in sc.queries if row_of[img] >= 0]
+            if not db or not qs:
+                continue
+            dbi = {d: j for j, d in enumerate(db)}
+            G = emb.vectors[[row_of[d] for d in db]]
+            Q = emb.vectors[[row_of[img] for _, img in qs]]
+            self_idx = np.array([dbi.get(img, -1) for _, img in qs])
+            part = _rows(rank_gallery(ranking, G, Q, top_k, self_idx, qe, dba, [emb.keys[row_of[d]] for d in db]),
+                         [q for q, _ in qs], db)
+            n_rows += len(part)
+            yield from part
+
+    write_rows(out, HEADER, rows())
     t2 = time.perf_counter()
     if embeddings_out:
         write_embeddings(embeddings_out, needed, emb)
-    return _summary(embedder, emb, (t0, t1, t2), len(rows))
+    return _summary(embedder, emb, (t0, t1, t2), n_rows)

@@ -80,7 +80,26 @@ def rerank_shortlist(queries: np.ndarray, gallery: np.ndarray, shortlist: np.nda
     q_n, k = shortlist.shape
     out_d = np.full((q_n, k), np.inf, np.float32)
     out_i = np.full((q_n, k), -1, np.int64)
-    for i in range(q_n):
+    with _one_blas_thread():
+        _rerank_rows(queries, gallery, shortlist, params, out_d, out_i)
+    return out_d, out_i
+
+
+def _one_blas_thread():  # type: ignore[no-untyped-def]
+    """The working sets are ~100x100: a multi-threaded BLAS spends 20x more CPU spinning than
+    computing on them (measured: 25 ms vs 1.4 ms CPU per query). threadpoolctl where installed."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        import contextlib
+
+        return contextlib.nullcontext()
+    return threadpool_limits(1, user_api="blas")
+
+
+def _rerank_rows(queries: np.ndarray, gallery: np.ndarray, shortlist: np.ndarray, params: RerankParams,
+                 out_d: np.ndarray, out_i: np.ndarray) -> None:
+    for i in range(len(shortlist)):
         cand = shortlist[i][shortlist[i] >= 0]
         if len(cand) == 0:
             continue
@@ -88,7 +107,6 @@ def rerank_shortlist(queries: np.ndarray, gallery: np.ndarray, shortlist: np.nda
         o = np.argsort(d, kind="stable")
         out_d[i, :len(cand)] = d[o]
         out_i[i, :len(cand)] = cand[o]
-    return out_d, out_i
 
 
 def distance_to_similarity(d: np.ndarray) -> np.ndarray:

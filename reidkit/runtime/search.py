@@ -8,10 +8,16 @@ or HNSW) and may be re-ranked on each query's shortlist.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
 import numpy as np
 
-from reidkit.runtime.index import GalleryIndex
-from reidkit.runtime.knn import l2_normalise
+from reidkit.errors import ReidkitError
+from reidkit.runtime.index import GalleryIndex, open_or_build, resolve_kind
+from reidkit.runtime.knn import rank
+from reidkit.vectors import l2_normalise
 from reidkit.runtime.rerank import RerankParams, distance_to_similarity, rerank_shortlist
 
 
@@ -41,3 +47,29 @@ def rank_indexed(index: GalleryIndex, gallery: np.ndarray, queries: np.ndarray, 
         for i in range(len(q)):
             out.append([(int(j), float(v)) for j, v in zip(idx[i], sims[i]) if j >= 0 and j != own[i]][:k])
     return out
+
+
+@dataclass(frozen=True)
+class RankOptions:
+    """How ``reid-infer`` searches a gallery: ``--index``, ``--index-file``, ``--rerank``."""
+
+    index: str = "auto"
+    index_file: Path | None = None
+    rerank: RerankParams | None = None
+    bundle_key: str = ""
+
+    def plain(self, n_gallery: int) -> bool:
+        """True when this is the exact search ``knn.rank`` already does (the small-gallery default)."""
+        return self.index_file is None and self.rerank is None and resolve_kind(self.index, n_gallery) == "exact"
+
+
+def rank_gallery(opts: RankOptions | None, gallery: np.ndarray, queries: np.ndarray, k: int, self_index: np.ndarray,
+                 qe: int = 0, dba: int = 0, keys: Sequence[str] = ()) -> list[list[tuple[int, float]]]:
+    """``knn.rank`` for the default exact search; the index (built, or opened from
+    ``--index-file``) and the shortlist re-ranking otherwise. ``keys``: content hash per gallery row."""
+    if opts is None or opts.plain(len(gallery)):
+        return rank(gallery, queries, k, self_index, qe, dba)
+    if dba:
+        raise ReidkitError("--dba needs the exact search of the whole gallery; drop --dba, or use --index exact without --index-file/--rerank")
+    index = open_or_build(opts.index_file, gallery, list(keys), opts.bundle_key, opts.index)
+    return rank_indexed(index, gallery, queries, k, self_index, qe, opts.rerank)
