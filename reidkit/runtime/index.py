@@ -43,16 +43,17 @@ INDEX_FORMAT = 1
 class IndexParams:
     """Search/build parameters; the defaults reach recall@20 >= 0.99 in the scaling report."""
 
-    nlist: int | None = None  # IVF cells (default 4*sqrt(n), at least 39 training points per cell)
+    nlist: int | None = None  # IVF cells (default 2*sqrt(n), at least 39 training points per cell)
     nprobe: int | None = None  # IVF cells visited per query (default nlist/8, at least 16)
     hnsw_m: int = 32  # HNSW graph degree
-    ef_construction: int = 80
+    ef_construction: int = 40
     ef_search: int = 128
+    train_per_cell: int = 32  # IVF k-means sample: faiss wants 39..256 points per cell; 32 bounds training at 10^6
 
     def ivf_nlist(self, n: int) -> int:
         if self.nlist:
             return max(1, min(self.nlist, n // 39 or 1))
-        return max(1, min(int(4 * math.sqrt(n)), n // 39 or 1))
+        return max(1, min(int(2 * math.sqrt(n)), n // 39 or 1))
 
     def ivf_nprobe(self, nlist: int) -> int:
         return min(nlist, self.nprobe or max(16, nlist // 8))
@@ -115,7 +116,9 @@ class GalleryIndex:
         elif kind == "ivf":
             nlist = params.ivf_nlist(n)
             index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
-            index.train(x)
+            sample = max(39, params.train_per_cell) * nlist
+            rows = np.random.default_rng(0).choice(n, sample, replace=False) if n > sample else slice(None)
+            index.train(x[rows])
             index.nprobe = params.ivf_nprobe(nlist)
         elif kind == "hnsw":
             index = faiss.IndexHNSWFlat(d, params.hnsw_m, faiss.METRIC_INNER_PRODUCT)

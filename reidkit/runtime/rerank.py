@@ -89,7 +89,7 @@ def _one_blas_thread():  # type: ignore[no-untyped-def]
     """The working sets are ~100x100: a multi-threaded BLAS spends 20x more CPU spinning than
     computing on them (measured: 25 ms vs 1.4 ms CPU per query). threadpoolctl where installed."""
     try:
-        from threadpoolctl import threadpool_limits
+        from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
     except ImportError:
         import contextlib
 
