@@ -239,15 +239,17 @@ def infer_cmd(model: Path, query: Path | None, gallery: Path | None, scenarios: 
     bundle = reidkit.load_bundle(model)
     if ray_address and cache:
         raise ReidkitError("--cache is for single-process runs; with --ray keep the embeddings with --ray-parquet DIR")
-    if ray_address:
-        from reidkit.distributed.ray_embed import RayEmbedder
+    from reidkit.distributed.ray_embed import RayEmbedder  # light: Ray itself is imported only when connecting
+    from reidkit.runtime.embedder import Embedder
 
+    embedder: RayEmbedder | Embedder
+    if ray_address:
         embedder = RayEmbedder(model, ray_address, backend, precision, batch_size, ray_parquet)
     else:
         embedder = bundle.embedder(backend, precision, cache, batch_size, workers, threads)
     with embedder as emb:
         # the index is tied to what made the vectors; Ray actors resolve `auto` themselves, so their key is the graphs'
-        key = bundle.key(precision or "fp32") if ray_address else bundle.key(emb.precision, emb.backend_name)
+        key = bundle.key(precision or "fp32") if isinstance(emb, RayEmbedder) else bundle.key(emb.precision, emb.backend_name)
         ranking = RankOptions(index_kind, index_file, RerankParams(shortlist=rerank_shortlist) if rerank else None, key)
         if folder_mode:
             assert query is not None and gallery is not None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 
@@ -22,6 +22,18 @@ from reidkit.runtime.search import RankOptions, rank_gallery
 
 log = logging.getLogger("reidkit")
 HEADER = ["query_id", "database_image_id", "score"]
+
+
+class ImageEmbedder(Protocol):
+    """What the two jobs need: the single-process Embedder, or reid-infer --ray's RayEmbedder."""
+
+    @property
+    def label(self) -> str: ...
+
+    @property
+    def reason(self) -> str: ...
+
+    def embed(self, inputs: Sequence[Any], progress: bool = ..., desc: str = ...) -> Embeddings: ...
 
 
 @dataclass
@@ -75,12 +87,12 @@ def _ranked_rows(G: np.ndarray, Q: np.ndarray, top_k: int, self_idx: np.ndarray,
     return identity_rows(rank_identities(G, Q, identities, top_k, self_idx, aggregate, qe, dba), qids, dids)
 
 
-def _summary(embedder: Embedder, emb: Embeddings, t: tuple[float, float, float], rows: int) -> RunSummary:
+def _summary(embedder: ImageEmbedder, emb: Embeddings, t: tuple[float, float, float], rows: int) -> RunSummary:
     return RunSummary(emb.stats.images, emb.stats.embedded, emb.stats.from_cache, emb.skipped, t[2] - t[0], t[1] - t[0], t[2] - t[1],
                       embedder.label, rows, embedder.reason)
 
 
-def run_folders(embedder: Embedder, query: Path, gallery: Path, out: Path, top_k: int = 20, qe: int = 0, dba: int = 0,
+def run_folders(embedder: ImageEmbedder, query: Path, gallery: Path, out: Path, top_k: int = 20, qe: int = 0, dba: int = 0,
                 embeddings_out: Path | None = None, progress: bool = True, by: str = "image", aggregate: str = "max",
                 ranking: RankOptions | None = None) -> RunSummary:
     import time
@@ -122,7 +134,7 @@ def run_folders(embedder: Embedder, query: Path, gallery: Path, out: Path, top_k
     return _summary(embedder, emb, (t0, t1, t2), len(rows))
 
 
-def run_scenarios(embedder: Embedder, scenarios_csv: Path, metadata_csv: Path, out: Path, top_k: int = 20, qe: int = 0,
+def run_scenarios(embedder: ImageEmbedder, scenarios_csv: Path, metadata_csv: Path, out: Path, top_k: int = 20, qe: int = 0,
                   dba: int = 0, embeddings_out: Path | None = None, progress: bool = True, by: str = "image",
                   aggregate: str = "max", ranking: RankOptions | None = None) -> RunSummary:
     """The Whale-do submission: every image embedded once, each query ranked in its scenario's
