@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml Makefile
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e ".[train,cpu,openvino,mnn,bench,test]"
+	$(PY) -m pip install -q -e ".[train,cpu,openvino,mnn,bench,ray,test]"
 	$(PY) -m pip install -q --no-deps "tensorrt-stubs>=10"
 	@# the review-page tests drive a real browser: Debian's chromium + chromium-driver, where we can install them
 	@command -v chromedriver >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
@@ -29,7 +29,7 @@ test: $(STAMP)
 
 typecheck: $(STAMP)
 	$(PY) tools/fix_trt_stubs.py $(VENV)/trt-stubs
-	MYPYPATH=$(VENV)/trt-stubs $(PY) -m mypy --follow-imports=silent reidkit/export/tensorrt_build.py reidkit/runtime/backends/trt.py reidkit/runtime/gpu.py
+	MYPYPATH=$(VENV)/trt-stubs $(PY) -m mypy reidkit
 
 demo: $(STAMP)
 	$(PY) -m reidkit.demo $(DEMO)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime as dt
-import importlib.util
 import json
 import os
 import platform
@@ -151,18 +150,25 @@ def main() -> int:
     if not (data / "metadata.csv").exists():
         sh(BIN / "reid-synth", data, "--images", str(args.images), "--identities", str(max(2, args.images // 10)),
            "--scenarios", str(args.scenarios), "--seed", "7", "--overwrite")
-    # reid-infer runs: name -> (backend, precision); OpenVINO and MNN only where their optional extras are installed
-    variants = {"reidkit": ("ort-cpu", "fp32"), "reidkit_ov": ("openvino", "fp32"), "reidkit_mnn": ("mnn", "fp32"),
-                "reidkit_int8": ("ort-cpu", "int8"), "reidkit_ov_int8": ("openvino", "int8")}
-    for engine, module in (("openvino", "openvino"), ("mnn", "MNN")):
-        if importlib.util.find_spec(module) is None:
-            print(f"{module} is not installed (pip install 'reidkit[{engine}]'): its columns are left out", flush=True)
-            variants = {k: v for k, v in variants.items() if v[0] != engine}
+    # reid-infer runs, name -> (backend, precision), from the backend table: every CPU engine installed here, at fp32 and
+    # int8 where it runs them (FP16 brings no gain on these CPUs), plus what --backend auto picks
+    from reidkit.runtime.backends.registry import BACKENDS
+    from reidkit.runtime.bundle_format import artefact_for
+
+    variants: dict[str, tuple[str, str]] = {}
+    for spec in BACKENDS.values():
+        why = spec.why_unavailable()
+        if spec.device != "cpu" or why:
+            print(f"{spec.name}: {why or 'not a CPU engine'}; its columns are left out", flush=True)
+            continue
+        variants.update({f"reidkit_{spec.name}_{p}": (spec.name, p) for p in spec.precisions if p != "fp16"})
+    variants["reidkit_auto_fp32"] = ("auto", "fp32")
+    flags = sorted({f for b, p in variants.values() if b != "auto" for f in [artefact_for(BACKENDS[b].fmt, p).export_flag] if f})
     bundle = work / "bundle"
-    mnn = ["--mnn"] if any(b == "mnn" for b, _ in variants.values()) else []
-    sh(BIN / "reid-export", args.ensemble, "-o", bundle, "--int8", *mnn, "--overwrite")
+    sh(BIN / "reid-export", args.ensemble, "-o", bundle, *flags, "--overwrite")
     scen, meta = data / "query_scenarios.csv", data / "metadata.csv"
     runs: dict[str, list[dict]] = {"seed": [], **{k: [] for k in variants}}
+    chosen: dict[str, str] = {}  # what --backend auto ran, and why
     for r in range(args.repeats):
         print(f"round {r + 1}/{args.repeats}: seed-style baseline", flush=True)
         wall, out = timed(sys.executable, ROOT / "benchmarks" / "seed_baseline.py", *ckpts, "--scenarios", scen, "--metadata", meta,
@@ -173,6 +179,8 @@ def main() -> int:
             wall, _ = timed(BIN / "reid-infer", "--model", bundle, "--scenarios", scen, "--metadata", meta, "-o", work / f"{name}_sub.csv",
                             "--backend", backend, "--precision", precision, "--quiet", "--report-json", work / f"{name}_run.json")
             rep = json.loads((work / f"{name}_run.json").read_text())
+            if backend == "auto":
+                chosen[name] = rep["backend_reason"]
             runs[name].append({"wall": wall, "images": rep["images"], "embed": rep["embed_seconds"], "rank": rep["rank_seconds"],
                                "total": rep["seconds"]})
     med = {k: {f: statistics.median(x[f] for x in v) for f in v[0]} for k, v in runs.items()}
@@ -181,7 +189,7 @@ def main() -> int:
     cpu = cpu_info()
     cpu["measured_peak_gflops"] = measured_peak_gflops()
     gflops = ensemble_gflops(ckpts)
-    n = med["reidkit"]["images"]
+    n = med[next(iter(variants))]["images"]
     cores = cpu.get("cores") or 1
     ceiling = cpu["measured_peak_gflops"] / gflops if gflops else float("nan")
     # The fastest any fp32 pipeline could finish on these cores: every FLOP at SGEMM speed and
@@ -199,7 +207,7 @@ def main() -> int:
         "runs": runs, "median": med, "speedup_wall": speedup, "agreement": agree, "map20": maps,
         "ceiling_images_per_s_fp32": ceiling, "decode_resize_cpu_s_per_image": dec, "fp32_floor_wall_s": floor,
         "fp32_best_possible_speedup": med["seed"]["wall"] / floor,
-        "variants": {c: {"backend": b, "precision": p} for c, (b, p) in variants.items()}, "images_per_s": {k: n / med[k]["wall"] for k in runs},
+        "variants": {c: {"backend": b, "precision": p} for c, (b, p) in variants.items()}, "auto_chose": chosen, "images_per_s": {k: n / med[k]["wall"] for k in runs},
     }
     s = med["seed"]
     best = min((c for c in variants if variants[c][1] == "fp32"), key=lambda c: med[c]["wall"])
@@ -226,6 +234,7 @@ def main() -> int:
         row("top-20 overlap with baseline", "-", lambda c: f"{agree[c]['top20_overlap']:.4f}"),
         row("max score difference", "-", lambda c: f"{agree[c]['max_score_diff']:.2e}"),
         row("mAP@20", f"{maps['seed']:.4f}", lambda c: f"{maps[c]:.4f}"), "",
+        *[f"`--backend auto` ran {why}." for why in sorted(set(chosen.values()))], "",
         f"Ceiling: a {cores}-core SGEMM here runs at {cpu['measured_peak_gflops']:.0f} GFLOP/s fp32 (nominal "
         f"{cpu.get('peak_gflops', float('nan')):.0f}: {cores} cores x {cpu.get('ghz', 0):.2f} GHz base x {cpu.get('fp32_flops_per_cycle')} FLOP/cycle), "
         f"so the networks alone could run at most ~{ceiling:.0f} images/s in fp32. Decoding and resizing, which must give training's "

@@ -9,6 +9,7 @@ within one filesystem).
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
@@ -32,9 +33,14 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         yield Path(tmp)
         os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            from reidkit.errors import ReidkitError
+
+            raise ReidkitError(f"cannot write {path}: {os.strerror(exc.errno).lower()} on {path.parent} "
+                               f"(nothing was left behind); free some space or write the output elsewhere") from None
         raise
 
 

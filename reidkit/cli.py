@@ -185,6 +185,17 @@ def export_cmd(members: tuple[str, ...], out: Path, **kw: Any) -> None:
 @click.option("--embeddings-out", type=click.Path(dir_okay=False, path_type=Path), help="Write embeddings with their ids (.npz).")
 @click.option("--qe", default=0, type=click.IntRange(0, 100), help="Average query expansion with K neighbours.")
 @click.option("--dba", default=0, type=click.IntRange(0, 100), help="Database-side augmentation with K neighbours.")
+@click.option("--index", "index_kind", default="auto", type=click.Choice(["auto", "exact", "ivf", "hnsw"]),
+              help="Gallery search: exact (faiss flat), ivf (IndexIVFFlat), hnsw (IndexHNSWFlat); auto is exact below "
+                   "50,000 gallery images and HNSW above (measured: benchmarks/results/scaling/).")
+@click.option("--index-file", type=click.Path(path_type=Path),
+              help="Folder mode: keep the gallery's index in this directory; reused while the bundle and gallery are the same, "
+                   "extended when images were only added, rebuilt otherwise (index once, query many times; pair with --cache).")
+@click.option("--rerank", is_flag=True, help="k-reciprocal re-ranking (k1=20, k2=6, lambda=0.3) on each query's shortlist.")
+@click.option("--rerank-shortlist", default=100, type=click.IntRange(2, 10_000), help="Gallery candidates per query that --rerank re-orders.")
+@click.option("--ray", "ray_address", help="Embed on a Ray cluster: 'local' starts one on this machine, or a cluster address "
+                                          "(auto, ray://head:10001). pip install 'reidkit[ray]'.")
+@click.option("--ray-parquet", help="With --ray: directory or cloud URI (s3://...) for the embeddings as Parquet (default: a temporary directory).")
 @click.option("--strict", is_flag=True, help="Exit 1 if any image was skipped.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--report-json", type=click.Path(dir_okay=False, path_type=Path), help="Write the run summary (timings, skipped files) as JSON.")
@@ -199,8 +210,10 @@ def export_cmd(members: tuple[str, ...], out: Path, **kw: Any) -> None:
 @friendly("Finished batches are in the --cache file, if you gave one: rerun the same command to resume.")
 def infer_cmd(model: Path, query: Path | None, gallery: Path | None, scenarios: Path | None, metadata: Path | None, out: Path,
               top_k: int, backend: str, precision: str | None, batch_size: int, workers: int | None, threads: int | None, cache: Path | None,
-              embeddings_out: Path | None, qe: int, dba: int, strict: bool, quiet: bool, report_json: Path | None,
-              by: str = "image", aggregate: str = "max", review: Path | None = None, labels: Path | None = None) -> None:
+              embeddings_out: Path | None, qe: int, dba: int, index_kind: str, index_file: Path | None, rerank: bool,
+              rerank_shortlist: int, ray_address: str | None, ray_parquet: str | None, strict: bool, quiet: bool,
+              report_json: Path | None, by: str = "image", aggregate: str = "max", review: Path | None = None,
+              labels: Path | None = None) -> None:
     """Rank gallery images for each query with a bundle: folder mode or Whale-do scenario mode.
 
     \b
@@ -220,15 +233,32 @@ def infer_cmd(model: Path, query: Path | None, gallery: Path | None, scenarios: 
         raise ReidkitError("folder mode needs both --query DIR and --gallery DIR")
     if scen_mode and (scenarios is None or metadata is None):
         raise ReidkitError("scenario mode needs both --scenarios query_scenarios.csv and --metadata metadata.csv")
+    from reidkit.runtime.rerank import RerankParams
+    from reidkit.runtime.search import RankOptions
+
     bundle = reidkit.load_bundle(model)
-    with bundle.embedder(backend, precision, cache, batch_size, workers, threads) as emb:
+    if ray_address and cache:
+        raise ReidkitError("--cache is for single-process runs; with --ray keep the embeddings with --ray-parquet DIR")
+    from reidkit.distributed.ray_embed import RayEmbedder  # light: Ray itself is imported only when connecting
+    from reidkit.runtime.embedder import Embedder
+
+    embedder: RayEmbedder | Embedder
+    if ray_address:
+        embedder = RayEmbedder(model, ray_address, backend, precision, batch_size, ray_parquet)
+    else:
+        embedder = bundle.embedder(backend, precision, cache, batch_size, workers, threads)
+    with embedder as emb:
+        # the index is tied to what made the vectors; Ray actors resolve `auto` themselves, so their key is the graphs'
+        key = bundle.key(precision or "fp32") if isinstance(emb, RayEmbedder) else bundle.key(emb.precision, emb.backend_name)
+        ranking = RankOptions(index_kind, index_file, RerankParams(shortlist=rerank_shortlist) if rerank else None, key)
         if folder_mode:
             assert query is not None and gallery is not None
-            summary = run_folders(emb, query, gallery, out, top_k, qe, dba, embeddings_out, progress=not quiet, by=by, aggregate=aggregate)
+            summary = run_folders(emb, query, gallery, out, top_k, qe, dba, embeddings_out, progress=not quiet, by=by, aggregate=aggregate,
+                                  ranking=ranking)
         else:
             assert scenarios is not None and metadata is not None
             summary = run_scenarios(emb, scenarios, metadata, out, min(top_k, 20), qe, dba, embeddings_out, progress=not quiet,
-                                    by=by, aggregate=aggregate)
+                                    by=by, aggregate=aggregate, ranking=ranking)
     for path, reason in summary.skipped:
         click.echo(f"skipped {path}: {reason}", err=True)
     if report_json:

@@ -5,7 +5,7 @@
 checkpoint = "m1.safetensors"   # relative to this file
 weight = 1.0
 ```
-Read with the standard library only (tomllib); written by ``reid-train --config``.
+Read with the standard library (tomllib); written by ``reid-train --config`` with tomli-w.
 """
 
 from __future__ import annotations
@@ -64,13 +64,16 @@ def resolve_members(inputs: Sequence[str | Path]) -> list[EnsembleEntry]:
 
 
 def write_ensemble(path: str | Path, entries: Sequence[EnsembleEntry]) -> None:
+    """Written with tomli-w, so any path (quotes, backslashes, unicode) reads back as written."""
+    import tomli_w
+
     path = Path(path)
-    lines = ["# reidkit ensemble: written by reid-train --config", ""]
+    members = []
     for e in entries:
         try:
             rel = e.checkpoint.resolve().relative_to(path.parent.resolve())
         except ValueError:
             rel = e.checkpoint.resolve()
-        lines += ["[[members]]", f"checkpoint = {rel.as_posix()!r}".replace("'", '"'), f"weight = {e.weight}", ""]
+        members.append({"checkpoint": rel.as_posix(), "weight": float(e.weight)})
     with atomic_write(path, "w", encoding="utf-8") as fh:
-        fh.write("\n".join(lines))
+        fh.write("# reidkit ensemble: written by reid-train --config\n\n" + tomli_w.dumps({"members": members}))

@@ -113,7 +113,7 @@ def _backend_runner(bundle: Bundle, name: str, precision: str) -> tuple[Runner, 
     return run, size
 
 
-def _measure(run: Runner, arrays: dict[tuple[int, int], np.ndarray], n: int, bs: int, repeats: int) -> tuple[np.ndarray, list[float], list[float]]:
+def _measure(run: Runner, arrays: dict[SizeKey, np.ndarray], n: int, bs: int, repeats: int) -> tuple[np.ndarray, list[float], list[float]]:
     def one_pass(lat: list[float]) -> np.ndarray:
         out = []
         for s in range(0, n, bs):

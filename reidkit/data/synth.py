@@ -74,8 +74,8 @@ def _render(pattern: _Pattern, size: tuple[int, int], lateral: bool, rng: np.ran
     img = img.rotate(float(rng.uniform(-8, 8)), resample=Image.Resampling.BILINEAR, fillcolor=tuple(int(c) for c in sea))
     img = img.filter(ImageFilter.GaussianBlur(radius=float(rng.uniform(0.3, 1.5))))
     arr = np.asarray(img, dtype=np.float32)
-    arr = arr * rng.uniform(0.8, 1.2) + rng.uniform(-20, 20) + rng.normal(0, rng.uniform(2, 8), arr.shape)
-    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+    noisy = arr * rng.uniform(0.8, 1.2) + rng.uniform(-20, 20) + rng.normal(0, rng.uniform(2, 8), arr.shape)
+    return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8))
 
 
 def _sightings(n_images: int, n_ids: int, rng: np.random.Generator) -> np.ndarray:
@@ -125,7 +125,8 @@ def _scenarios(root: Path, image_ids: list[str], ids: np.ndarray, viewpoints: li
     (root / "databases").mkdir()
     n = len(image_ids)
     top_idx = np.array([i for i, v in enumerate(viewpoints) if v == "top"])
-    scen_rows, label_rows = [], []
+    scen_rows: list[tuple[str, str, str]] = []
+    label_rows: list[tuple[str, str]] = []
     for s in range(n_scen):
         sid = f"scenario{s:02d}"
         # half the scenarios search top views only, the rest everything

@@ -224,7 +224,7 @@ class Embedder:
                 for _, f in futures:
                     f.cancel()
                 bar.close()
-        cached_keys = {keys[i] for i in later if keys[i] not in owner}
+        cached_keys = {k for i in later if (k := keys[i]) is not None and k not in owner}
         cached = self.cache.get(cached_keys) if self.cache is not None and cached_keys else {}
         for i in later:
             k = keys[i]

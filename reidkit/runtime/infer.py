@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 
@@ -15,12 +15,25 @@ from reidkit.data.folders import list_images, warn_skipped
 from reidkit.data.whaledo import read_metadata, read_scenarios
 from reidkit.errors import ReidkitError
 from reidkit.runtime.embedder import Embedder, Embeddings
-from reidkit.runtime.identity import folder_identities, identity_rows, rank_identities
 from reidkit.runtime.identity import HEADER as IDENTITY_HEADER
-from reidkit.runtime.knn import rank, to_unit_score
+from reidkit.runtime.identity import folder_identities, identity_rows, rank_identities
+from reidkit.runtime.knn import to_unit_score
+from reidkit.runtime.search import RankOptions, rank_gallery
 
 log = logging.getLogger("reidkit")
 HEADER = ["query_id", "database_image_id", "score"]
+
+
+class ImageEmbedder(Protocol):
+    """What the two jobs need: the single-process Embedder, or reid-infer --ray's RayEmbedder."""
+
+    @property
+    def label(self) -> str: ...
+
+    @property
+    def reason(self) -> str: ...
+
+    def embed(self, inputs: Sequence[Any], progress: bool = ..., desc: str = ...) -> Embeddings: ...
 
 
 @dataclass
@@ -45,7 +58,12 @@ class RunSummary:
 
 def write_embeddings(path: Path, ids: Sequence[str], emb: Embeddings) -> None:
     """``.npz`` with ``ids`` (str) and ``embeddings`` (float32 [N, D]), skipped images left out;
-    ``ids[i]`` names input position i."""
+    ``ids[i]`` names input position i. A ``.parquet`` path gets Parquet (id, embedding, content_hash)."""
+    if path.suffix == ".parquet":
+        from reidkit.runtime.parquet_out import write_embeddings_parquet
+
+        write_embeddings_parquet(path, [ids[i] for i in emb.positions.tolist()], emb.vectors, emb.keys)
+        return
     with atomic_write(path, "wb") as fh:
         np.savez(fh, ids=np.array([ids[i] for i in emb.positions.tolist()]), embeddings=emb.vectors.astype(np.float32, copy=False))
 
@@ -58,20 +76,25 @@ def _rows(results, qids: Sequence[str], dids: Sequence[str]) -> list[tuple[str, 
 
 
 def _ranked_rows(G: np.ndarray, Q: np.ndarray, top_k: int, self_idx: np.ndarray, qe: int, dba: int, qids: Sequence[str],
-                 dids: Sequence[str], identities: Sequence[str] | None, aggregate: str) -> list[tuple[str, ...]]:
-    """Image rows, or with ``identities`` (one per database row) identity rows (``--by identity``)."""
+                 dids: Sequence[str], identities: Sequence[str] | None, aggregate: str, ranking: RankOptions | None = None,
+                 keys: Sequence[str] = ()) -> list[tuple[str, ...]]:
+    """Image rows (through the gallery index when one is asked for), or with ``identities``
+    (one per database row) identity rows (``--by identity``, over the exact search)."""
     if identities is None:
-        return _rows(rank(G, Q, top_k, self_idx, qe, dba), qids, dids)
+        return _rows(rank_gallery(ranking, G, Q, top_k, self_idx, qe, dba, keys), qids, dids)
+    if ranking is not None and not ranking.plain(len(G)):
+        raise ReidkitError("--by identity aggregates over the exact search; drop --index ivf/hnsw, --index-file and --rerank")
     return identity_rows(rank_identities(G, Q, identities, top_k, self_idx, aggregate, qe, dba), qids, dids)
 
 
-def _summary(embedder: Embedder, emb: Embeddings, t: tuple[float, float, float], rows: int) -> RunSummary:
+def _summary(embedder: ImageEmbedder, emb: Embeddings, t: tuple[float, float, float], rows: int) -> RunSummary:
     return RunSummary(emb.stats.images, emb.stats.embedded, emb.stats.from_cache, emb.skipped, t[2] - t[0], t[1] - t[0], t[2] - t[1],
                       embedder.label, rows, embedder.reason)
 
 
-def run_folders(embedder: Embedder, query: Path, gallery: Path, out: Path, top_k: int = 20, qe: int = 0, dba: int = 0,
-                embeddings_out: Path | None = None, progress: bool = True, by: str = "image", aggregate: str = "max") -> RunSummary:
+def run_folders(embedder: ImageEmbedder, query: Path, gallery: Path, out: Path, top_k: int = 20, qe: int = 0, dba: int = 0,
+                embeddings_out: Path | None = None, progress: bool = True, by: str = "image", aggregate: str = "max",
+                ranking: RankOptions | None = None) -> RunSummary:
     import time
 
     t0 = time.perf_counter()
@@ -100,7 +123,8 @@ def run_folders(embedder: Embedder, query: Path, gallery: Path, out: Path, top_k
     if q_ok and g_ok:
         self_idx = np.array([gindex.get(p.resolve(), -1) for p in q_ok])
         idents = folder_identities(gids, gallery) if by == "identity" else None
-        rows = _ranked_rows(emb.vectors[grow], emb.vectors[qrow], top_k, self_idx, qe, dba, qids, gids, idents, aggregate)
+        rows = _ranked_rows(emb.vectors[grow], emb.vectors[qrow], top_k, self_idx, qe, dba, qids, gids, idents, aggregate, ranking,
+                            [emb.keys[r] for r in grow.tolist()])
     write_rows(out, IDENTITY_HEADER if by == "identity" else HEADER, rows)
     t2 = time.perf_counter()
     if embeddings_out:
@@ -110,10 +134,13 @@ def run_folders(embedder: Embedder, query: Path, gallery: Path, out: Path, top_k
     return _summary(embedder, emb, (t0, t1, t2), len(rows))
 
 
-def run_scenarios(embedder: Embedder, scenarios_csv: Path, metadata_csv: Path, out: Path, top_k: int = 20, qe: int = 0,
+def run_scenarios(embedder: ImageEmbedder, scenarios_csv: Path, metadata_csv: Path, out: Path, top_k: int = 20, qe: int = 0,
                   dba: int = 0, embeddings_out: Path | None = None, progress: bool = True, by: str = "image",
-                  aggregate: str = "max") -> RunSummary:
-    """The Whale-do submission: every image embedded once, each query ranked in its scenario's database."""
+                  aggregate: str = "max", ranking: RankOptions | None = None) -> RunSummary:
+    """The Whale-do submission: every image embedded once, each query ranked in its scenario's
+    database; rows stream to the (atomically renamed) CSV scenario by scenario."""
+    if ranking is not None and ranking.index_file is not None:
+        raise ReidkitError("--index-file serves one gallery (folder mode); scenario mode builds each scenario's index in memory")
     import time
 
     t0 = time.perf_counter()
@@ -125,20 +152,27 @@ def run_scenarios(embedder: Embedder, scenarios_csv: Path, metadata_csv: Path, o
     emb = embedder.embed([meta.paths[i] for i in needed], progress=progress)
     t1 = time.perf_counter()
     row_of = dict(zip(needed, emb.rows_of(range(len(needed))).tolist()))
-    rows: list[tuple[str, ...]] = []
-    for sc in scenarios:
-        db = [d for d in sc.database if row_of[d] >= 0]
-        qs = [(q, img) for q, img in sc.queries if row_of[img] >= 0]
-        if not db or not qs:
-            continue
-        dbi = {d: j for j, d in enumerate(db)}
-        G = emb.vectors[[row_of[d] for d in db]]
-        Q = emb.vectors[[row_of[img] for _, img in qs]]
-        self_idx = np.array([dbi.get(img, -1) for _, img in qs])
-        idents = [meta.whale_id[d] for d in db] if by == "identity" else None
-        rows += _ranked_rows(G, Q, top_k, self_idx, qe, dba, [q for q, _ in qs], db, idents, aggregate)
-    write_rows(out, IDENTITY_HEADER if by == "identity" else HEADER, rows)
+    n_rows = 0
+
+    def rows():  # type: ignore[no-untyped-def]
+        nonlocal n_rows
+        for sc in scenarios:
+            db = [d for d in sc.database if row_of[d] >= 0]
+            qs = [(q, img) for q, img in sc.queries if row_of[img] >= 0]
+            if not db or not qs:
+                continue
+            dbi = {d: j for j, d in enumerate(db)}
+            G = emb.vectors[[row_of[d] for d in db]]
+            Q = emb.vectors[[row_of[img] for _, img in qs]]
+            self_idx = np.array([dbi.get(img, -1) for _, img in qs])
+            idents = [meta.whale_id[d] for d in db] if by == "identity" else None
+            part = _ranked_rows(G, Q, top_k, self_idx, qe, dba, [q for q, _ in qs], db, idents, aggregate, ranking,
+                                [emb.keys[row_of[d]] for d in db])
+            n_rows += len(part)
+            yield from part
+
+    write_rows(out, IDENTITY_HEADER if by == "identity" else HEADER, rows())
     t2 = time.perf_counter()
     if embeddings_out:
         write_embeddings(embeddings_out, needed, emb)
-    return _summary(embedder, emb, (t0, t1, t2), len(rows))
+    return _summary(embedder, emb, (t0, t1, t2), n_rows)

@@ -62,7 +62,7 @@ class MarginHead(nn.Module):
     def forward(self, emb: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Scaled logits with the target class's margin applied."""
         cos = self.cosine(emb.float()).clamp(-1 + 1e-7, 1 - 1e-7)
-        m = self.margins[labels]
+        m = self.margins[labels]  # type: ignore[index]  # a registered buffer (Tensor), typed by nn.Module as Tensor | Module
         target = cos.gather(1, labels[:, None]).squeeze(1)
         if self.cfg.kind == "cosface":
             adjusted = target - m

@@ -139,7 +139,7 @@ def train_member(samples: Sequence[Sample], cfg: TrainConfig, out: str | Path, r
     val_ds = None
     if val_s:
         val_s, val_imgs = decode_all(val_s)
-        val_ds = ReidDataset(val_imgs, [s.identity for s in val_s], cfg.member.input_size, policy, None)  # type: ignore[arg-type]
+        val_ds = ReidDataset(val_imgs, [s.identity for s in val_s], cfg.member.input_size, policy, None)  # type: ignore[arg-type, misc]
 
     net = ReidNet(cfg.member, pretrained=cfg.pretrained, weights=cfg.weights)
     model = EmbeddingModel(net).to(device)

@@ -67,15 +67,15 @@ class ReidNet(nn.Module):
         n_stages = 2 if cfg.concat_stages else 1
         out_indices = tuple(range(-n_stages, 0))
         try:
-            self.backbone = timm.create_model(cfg.backbone, pretrained=pretrained, features_only=True, out_indices=out_indices,
-                                              **({"pretrained_cfg_overlay": {"file": weights}} if weights else {}))
+            extra: dict[str, Any] = {"pretrained_cfg_overlay": {"file": weights}} if weights else {}
+            self.backbone = timm.create_model(cfg.backbone, pretrained=pretrained, features_only=True, out_indices=out_indices, **extra)
         except RuntimeError as exc:
             if "Unknown model" in str(exc):
                 from reidkit.errors import ReidkitError
 
                 raise ReidkitError(f"unknown timm backbone {cfg.backbone!r}; list them with `python -c 'import timm; print(timm.list_models())'`") from None
             raise
-        chans = self.backbone.feature_info.channels()
+        chans = self.backbone.feature_info.channels()  # type: ignore[union-attr, operator]  # timm's FeatureListNet
         self.pools = nn.ModuleList([GeM(cfg.gem_p) for _ in chans])
         self.neck = nn.Sequential(nn.Linear(sum(chans), cfg.embedding_dim, bias=False), nn.BatchNorm1d(cfg.embedding_dim))
 

@@ -25,6 +25,9 @@ class Preprocess(nn.Module):
         self.register_buffer("scale", 1.0 / (255.0 * s), persistent=False)
         self.register_buffer("shift", -m / s, persistent=False)
 
+    scale: torch.Tensor
+    shift: torch.Tensor
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = images.permute(0, 3, 1, 2).to(self.scale.dtype)
         return x * self.scale + self.shift

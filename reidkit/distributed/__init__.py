@@ -1,0 +1,1 @@
+"""Running reidkit across machines (Ray Data). Optional extra: pip install 'reidkit[ray]'."""
