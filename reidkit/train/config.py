@@ -34,7 +34,7 @@ log = logging.getLogger("reidkit")
 
 DEFAULTS: dict[str, Any] = {
     "backbone": "resnet18", "image_size": "112x96", "embedding_dim": 256, "epochs": 20, "batch_size": 32, "seed": 0,
-    "device": "auto", "val_identities": "0.2", "head_kind": "subcenter_arcface", "subcenters": 2, "scale": 21.0, "margin": 0.3,
+    "device": "auto", "val_identities": "0.2", "select": "last", "head_kind": "subcenter_arcface", "subcenters": 2, "scale": 21.0, "margin": 0.3,
     "margin_a": 0.5, "margin_lambda": -0.125, "margin_b": 0.05, "loss": "ce", "focal_gamma": 2.0, "label_smoothing": 0.1,
     "lr": 1e-3, "head_lr": 1e-2, "warmup_epochs": 1.0, "concat_stages": False, "resize": "stretch", "interpolation": "bilinear",
     "hflip": False, "pretrained": False, "weights": None, "workers": 0, "resume": False, "mean": None, "std": None,
@@ -86,7 +86,7 @@ def build_config(kw: dict[str, Any]) -> TrainConfig:
         augment=AugmentConfig(hflip=bool(o["hflip"])),
         epochs=int(o["epochs"]), batch_size=int(o["batch_size"]), lr_backbone=float(o["lr"]), lr_head=float(o["head_lr"]),
         warmup_epochs=float(o["warmup_epochs"]), loss=o["loss"], focal_gamma=float(o["focal_gamma"]),
-        label_smoothing=float(o["label_smoothing"]), seed=int(o["seed"]), device=o["device"], val_identities=str(o["val_identities"]),
+        label_smoothing=float(o["label_smoothing"]), seed=int(o["seed"]), device=o["device"], val_identities=str(o["val_identities"]), select=str(o["select"]),
         workers=int(o["workers"]), pretrained=bool(o["pretrained"]), weights=o["weights"], progress=bool(o.get("progress", True)),
     )
 
