@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import platform
 import resource
 import statistics
@@ -46,12 +47,17 @@ def sh(*args: object) -> tuple[float, float]:
 
 
 def one_seed(work: Path, backbone: str, size: str, seed: int) -> dict:
+    """Train, export, rank and score one seed; the result is kept in work/seedN/result.json, so
+    seeds can run as parallel processes sharing --work and a last call only writes the report."""
     d = work / f"seed{seed}"
+    if (d / "result.json").exists():
+        return json.loads((d / "result.json").read_text())
     d.mkdir(parents=True, exist_ok=True)
+    prepare(d / "data")
     (d / "train.toml").write_text(train_config(members=[(backbone, size, seed, "m.safetensors")]))
     train_wall, train_cpu = sh("reid-train", "--config", d / "train.toml")
     sh("reid-export", d / "m.safetensors", "-o", d / "bundle", "--overwrite")
-    wd = work / "data" / "whaledo"
+    wd = d / "data" / "whaledo"
     sh("reid-infer", "--model", d / "bundle", "--scenarios", wd / "query_scenarios.csv", "--metadata", wd / "metadata.csv",
        "-o", d / "submission.csv", "--quiet")
     sh("reid-eval", "--submission", d / "submission.csv", "--metadata", wd / "metadata.csv", "--scenarios",
@@ -62,10 +68,12 @@ def one_seed(work: Path, backbone: str, size: str, seed: int) -> dict:
     meta = read_member_metadata(d / "m.safetensors")
     # "all": every image queries the other 99; "first": each person's first image queries the rest
     scores = {"all": ev["per_scenario"]["all"]["mAP@20"], "first": ev["per_scenario"]["first"]["mAP@20"], "overall": ev["mAP@20"]}
-    return {"seed": seed, "scores": scores, "eval": ev, "train_wall_s": train_wall, "train_cpu_s": train_cpu,
-            "val_identities": meta["training"]["val_identities"], "kept_epoch": meta["metrics"]["kept_epoch"],
-            "val_history_mAP@20": [h.get("mAP@20") for h in meta["training"]["history"]],
-            "weights": meta["pretrained_weights"]}
+    result = {"seed": seed, "scores": scores, "eval": ev, "train_wall_s": train_wall, "train_cpu_s": train_cpu,
+              "val_identities": meta["training"]["val_identities"], "kept_epoch": meta["metrics"]["kept_epoch"],
+              "val_history_mAP@20": [h.get("mAP@20") for h in meta["training"]["history"]],
+              "weights": meta["pretrained_weights"], "threads": os.environ.get("OMP_NUM_THREADS", "default")}
+    (d / "result.json").write_text(json.dumps(result, indent=2))
+    return result
 
 
 def main() -> int:
@@ -74,16 +82,18 @@ def main() -> int:
     ap.add_argument("--image-size", default="112x96")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
-    ap.add_argument("--work", type=Path, help="Scratch folder (default: a temporary one).")
+    ap.add_argument("--work", type=Path, help="Scratch folder (default: a temporary one); finished seeds in it are reused.")
+    ap.add_argument("--no-report", action="store_true", help="Only run the seeds (e.g. one process per seed), no report.")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
-        prepare(work / "data")
         runs = []
         for seed in args.seeds:
             print(f"seed {seed}: training, exporting, ranking s31-s40", flush=True)
             runs.append(one_seed(work, args.backbone, args.image_size, seed))
             print(f"  mAP@20 {runs[-1]['scores']}", flush=True)
+    if args.no_report:
+        return 0
     scores = {k: [r["scores"][k] for r in runs] for k in runs[0]["scores"]}
     spread = {k: {"mean": statistics.mean(v), "min": min(v), "max": max(v)} for k, v in scores.items()}
     date = dt.date.today().isoformat()
