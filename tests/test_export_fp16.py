@@ -26,3 +26,25 @@ def test_fp16_converter_warnings_become_one_line(tmp_path, caplog):
     lines = [r.getMessage() for r in caplog.records if "converter warnings" in r.getMessage()]
     assert len(lines) == 1 and "m.onnx: 5 converter warnings" in lines[0], lines
     assert (tmp_path / "m16.onnx").exists()
+
+
+def test_fp16_of_a_tf_same_padding_backbone(tmp_path):
+    """tf_efficientnet_lite0 computes its 'same' pads from the input shape in float: that
+    shape arithmetic must stay fp32 or the FP16 graph does not type-check."""
+    import onnxruntime as ort
+
+    from conftest import make_member
+    from reidkit.export.graph import ExportGraph
+    from reidkit.export.onnx_export import convert_fp16, export_onnx
+    from reidkit.train.checkpoint import load_member
+
+    model, _ = load_member(make_member(tmp_path / "l0.safetensors", size=(64, 56), backbone="tf_efficientnet_lite0"))
+    export_onnx(ExportGraph(model, "mean").eval(), tmp_path / "l0.onnx")
+    convert_fp16(tmp_path / "l0.onnx", tmp_path / "l0.fp16.onnx")
+    x = np.random.default_rng(0).integers(0, 256, (3, 64, 56, 3), dtype=np.uint8)
+    outs = []
+    for name in ("l0.onnx", "l0.fp16.onnx"):
+        sess = ort.InferenceSession(str(tmp_path / name), providers=["CPUExecutionProvider"])
+        outs.append(sess.run(None, {sess.get_inputs()[0].name: x})[0])
+    cos = (outs[0] * outs[1]).sum(1) / np.linalg.norm(outs[1], axis=1)
+    assert cos.min() > 0.99
