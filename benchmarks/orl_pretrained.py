@@ -46,7 +46,7 @@ def sh(*args: object) -> tuple[float, float]:
     return time.perf_counter() - t, child_cpu() - c
 
 
-def one_seed(work: Path, backbone: str, size: str, seed: int) -> dict:
+def one_seed(work: Path, backbone: str, size: str, seed: int, overrides: dict[str, str]) -> dict:
     """Train, export, rank and score one seed; the result is kept in work/seedN/result.json, so
     seeds can run as parallel processes sharing --work and a last call only writes the report."""
     d = work / f"seed{seed}"
@@ -54,7 +54,7 @@ def one_seed(work: Path, backbone: str, size: str, seed: int) -> dict:
         return json.loads((d / "result.json").read_text())
     d.mkdir(parents=True, exist_ok=True)
     prepare(d / "data")
-    (d / "train.toml").write_text(train_config(members=[(backbone, size, seed, "m.safetensors")]))
+    (d / "train.toml").write_text(train_config(members=[(backbone, size, seed, "m.safetensors")], overrides=overrides))
     train_wall, train_cpu = sh("reid-train", "--config", d / "train.toml")
     sh("reid-export", d / "m.safetensors", "-o", d / "bundle", "--overwrite")
     wd = d / "data" / "whaledo"
@@ -84,28 +84,35 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     ap.add_argument("--work", type=Path, help="Scratch folder (default: a temporary one); finished seeds in it are reused.")
     ap.add_argument("--no-report", action="store_true", help="Only run the seeds (e.g. one process per seed), no report.")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="Change one RECIPE entry, e.g. --set val_identities=0 (the report names every change).")
     args = ap.parse_args()
+    overrides = dict(kv.split("=", 1) for kv in args.set)
+    unknown = set(overrides) - set(RECIPE)
+    if unknown or "data" in overrides:
+        ap.error(f"--set: RECIPE has no {sorted(unknown)} (and the data stays s1-s30)")
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
         runs = []
         for seed in args.seeds:
             print(f"seed {seed}: training, exporting, ranking s31-s40", flush=True)
-            runs.append(one_seed(work, args.backbone, args.image_size, seed))
+            runs.append(one_seed(work, args.backbone, args.image_size, seed, overrides))
             print(f"  mAP@20 {runs[-1]['scores']}", flush=True)
     if args.no_report:
         return 0
     scores = {k: [r["scores"][k] for r in runs] for k in runs[0]["scores"]}
     spread = {k: {"mean": statistics.mean(v), "min": min(v), "max": max(v)} for k, v in scores.items()}
     date = dt.date.today().isoformat()
-    stem = f"orl-pretrained-{args.backbone}-{args.image_size}-{date}"
+    stem = f"orl-pretrained-{args.backbone}-{args.image_size}" + "".join(f"-{k}{v}" for k, v in overrides.items()) + f"-{date}"
     report = {"created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "machine": platform.processor() or platform.machine(),
-              "backbone": args.backbone, "image_size": args.image_size, "recipe": RECIPE, "runs": runs, "spread": spread}
+              "backbone": args.backbone, "image_size": args.image_size, "recipe": {**RECIPE, **overrides}, "changed_from_recipe": overrides, "runs": runs, "spread": spread}
     args.out.mkdir(parents=True, exist_ok=True)
     with atomic_write(args.out / f"{stem}.json", "w", encoding="utf-8") as fh:
         json.dump(report, fh, indent=2)
-    recipe = " ".join(f"{k}={v}" for k, v in RECIPE.items())
+    recipe = " ".join(f"{k}={v}" for k, v in {**RECIPE, **overrides}.items()) + (
+        f" (changed from reidkit.demo RECIPE: {', '.join(f'{k}={v}' for k, v in overrides.items())})" if overrides else "")
     lines = [f"# ORL, pretrained {args.backbone} at {args.image_size}: {len(runs)} seeds ({date})", "",
-             f"Recipe (reidkit.demo RECIPE): {recipe}; weights {runs[0]['weights']['file']} "
+             f"Recipe: {recipe}; weights {runs[0]['weights']['file']} "
              f"(sha256 {runs[0]['weights']['sha256'][:12]}...). Trained on s1-s30 only, the last epoch kept; "
              "scored on the unseen s31-s40 through reid-export, reid-infer (scenario mode) and reid-eval.", "",
              "mAP@20 per scenario: all = every image queries the other 99; first = each person's first image "
@@ -115,7 +122,7 @@ def main() -> int:
     for r in runs:
         sc = r["scores"]
         lines.append(f"| {r['seed']} | {sc['all']:.4f} | {sc['first']:.4f} | {sc['overall']:.4f} | {r['kept_epoch']} | "
-                     f"{', '.join(r['val_identities'])} | {r['train_wall_s']:.0f} | {r['train_cpu_s']:.0f} |")
+                     f"{', '.join(r['val_identities']) or 'none'} | {r['train_wall_s']:.0f} | {r['train_cpu_s']:.0f} |")
     lines += ["", "Spread over seeds: " + "; ".join(f"{k}: mean {v['mean']:.4f}, min {v['min']:.4f}, max {v['max']:.4f}"
                                                  for k, v in spread.items()), "",
               "Wall time on a machine shared with other work; CPU seconds are the child processes' user+system time."]

