@@ -114,7 +114,7 @@ def train_cmd(data: str | None, config: Path | None, out: Path | None, **kw: Any
 
     \b
     Examples:
-      reid-train --data orl --val-identities s31,s32,s33 --backbone resnet18 --image-size 112x96 --out m1.safetensors
+      reid-train --data orl:1-30 --backbone tf_efficientnet_lite0 --weights "$(python -m reidkit.train.pretrained tf_efficientnet_lite0)" --out lite0.safetensors
       reid-train --data synth/metadata.csv --epochs 10 --out whale.safetensors
       reid-train --config ensemble.toml
     """
