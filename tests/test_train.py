@@ -126,3 +126,22 @@ def test_training_resize_is_the_runtime_resize():
     pol = ResizePolicy(interpolation="bicubic")
     ds = ReidDataset([img], [0], (40, 32), pol, augment=None)
     assert np.array_equal(ds[0][0].numpy(), resize_to(img, 40, 32, pol))
+
+
+def test_select_last_keeps_the_last_epoch_and_best_the_top_validation_epoch(tmp_path):
+    from safetensors.torch import load_file
+
+    args = ["--data", "orl:1-8", "--val-identities", "0.25", "--backbone", "resnet10t", "--image-size", "40x32",
+            "--embedding-dim", "16", "--batch-size", "20", "--epochs", "3", "--seed", "1"]
+    last, best = tmp_path / "last.safetensors", tmp_path / "best.safetensors"
+    cli("reid-train", *args, "--out", last)  # --select last is the default
+    meta = read_member_metadata(last)
+    assert meta["metrics"]["kept_epoch"] == 3 and meta["training"]["select"] == "last"
+    # the validation people are two of the eight training people, drawn with the seed
+    assert len(meta["training"]["val_identities"]) == 2 and set(meta["training"]["val_identities"]) <= {f"s{k}" for k in range(1, 9)}
+    kept, resume = load_file(str(last)), load_file(str(tmp_path / "last.last.safetensors"))
+    assert all(torch.equal(v, resume[k]) for k, v in kept.items() if k.startswith("net."))  # the final weights
+    cli("reid-train", *args, "--out", best, "--select", "best")
+    meta = read_member_metadata(best)
+    scores = [h["mAP@20"] for h in meta["training"]["history"]]
+    assert meta["metrics"]["kept_epoch"] == scores.index(max(scores)) + 1 and meta["metrics"]["mAP@20"] == max(scores)

@@ -67,9 +67,44 @@ def convert_fp16(src: str | Path, dst: str | Path) -> None:
     model = onnx.load(str(src))
     # the uint8->float preprocessing stays fp32 too: it is cheap, and the converter mistypes
     # the Cast of a non-float input
-    pre = [n.name for n in model.graph.node if n.name.startswith("/preprocess/")]
-    fp16 = float16.convert_float_to_float16(model, keep_io_types=True, node_block_list=pre,
-                                            op_block_list=["Pow", "ReduceL2", "ReduceMean", "Div", "Clip", "Max"])
+    pre = [n.name for n in model.graph.node if n.name.startswith("/preprocess/")] + shape_math_nodes(model)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fp16 = float16.convert_float_to_float16(model, keep_io_types=True, node_block_list=pre,
+                                                op_block_list=["Pow", "ReduceL2", "ReduceMean", "Div", "Clip", "Max"])
+    # The converter warns once per weight tensor with values beyond fp16's range (typically tiny
+    # weights flushed to fp16's smallest normal): dozens of lines that the parity gate, not the
+    # reader, judges. One line says how many.
+    if caught:
+        first = str(caught[0].message).splitlines()[0][:120]
+        log.info("FP16 conversion of %s: %d converter warnings (values outside fp16's range clamped; e.g. %s); "
+                 "the parity gate checks the result", Path(src).name, len(caught), first)
     del fp16.graph.value_info[:]  # stale fp32 shape annotations; the checker re-infers them
     onnx.checker.check_model(fp16, full_check=True)
     onnx.save(fp16, str(dst))
+
+
+def shape_math_nodes(model) -> list[str]:  # type: ignore[no-untyped-def]
+    """Nodes that compute shapes from ``Shape`` outputs (and the constants only they read).
+
+    timm's TF-style 'same' padding (tf_efficientnet_*) computes each strided conv's pads from
+    the input shape in float arithmetic; converted to fp16, those float32 shape values would
+    meet fp16 constants and the graph would not type-check. They are scalars, so they stay
+    fp32. The ``Shape`` nodes themselves are left alone (they output int64 either way, and
+    blocking them would cast whole activations to fp32 only to read their shape).
+    """
+    graph = model.graph
+    consts = {i.name for i in graph.initializer}
+    const_node = {n.output[0]: n.name for n in graph.node if n.op_type == "Constant"}
+    derived: set[str] = set()
+    names: list[str] = []
+    for n in graph.node:  # ONNX nodes are in topological order
+        if n.op_type == "Shape":
+            derived.update(n.output)
+            continue
+        ins = [i for i in n.input if i]
+        if ins and any(i in derived for i in ins) and all(i in derived or i in consts or i in const_node for i in ins):
+            derived.update(n.output)
+            names.append(n.name)
+            names += [const_node[i] for i in ins if i in const_node]
+    return names

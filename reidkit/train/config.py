@@ -28,16 +28,42 @@ from reidkit.train.dataset import AugmentConfig
 from reidkit.train.heads import HeadConfig
 from reidkit.train.loop import TrainConfig, train_member
 from reidkit.train.model import MemberConfig
+from reidkit.train.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 log = logging.getLogger("reidkit")
 
 DEFAULTS: dict[str, Any] = {
     "backbone": "resnet18", "image_size": "112x96", "embedding_dim": 256, "epochs": 20, "batch_size": 32, "seed": 0,
-    "device": "auto", "val_identities": "0.2", "head_kind": "subcenter_arcface", "subcenters": 2, "scale": 21.0, "margin": 0.3,
+    "device": "auto", "val_identities": "0.2", "select": "last", "head_kind": "subcenter_arcface", "subcenters": 2, "scale": 21.0, "margin": 0.3,
     "margin_a": 0.5, "margin_lambda": -0.125, "margin_b": 0.05, "loss": "ce", "focal_gamma": 2.0, "label_smoothing": 0.1,
     "lr": 1e-3, "head_lr": 1e-2, "warmup_epochs": 1.0, "concat_stages": False, "resize": "stretch", "interpolation": "bilinear",
-    "hflip": False, "pretrained": False, "weights": None, "workers": 0, "resume": False,
+    "hflip": False, "pretrained": False, "weights": None, "workers": 0, "resume": False, "mean": None, "std": None,
 }
+
+
+def _triple(value: Any, what: str) -> tuple[float, float, float]:
+    """'0.5' or '0.485,0.456,0.406' (CLI) or a list (TOML) -> three floats."""
+    parts = value if isinstance(value, (list, tuple)) else str(value).split(",")
+    try:
+        vals = [float(x) for x in parts]
+    except ValueError:
+        raise ReidkitError(f"--{what} {value!r}: write one number or three, comma-separated (R,G,B on the 0-1 scale)") from None
+    if len(vals) not in (1, 3) or (what == "std" and min(vals) <= 0):
+        raise ReidkitError(f"--{what} {value!r}: write one number or three, comma-separated (R,G,B on the 0-1 scale; std > 0)")
+    return tuple((vals * 3)[:3])  # type: ignore[return-value]
+
+
+def normalisation(o: dict[str, Any]) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+    """The member's mean/std: the user's, else the pretrained backbone's (pretrained weights were
+    trained with it: tf_efficientnet_lite0 uses 0.5/0.5), else ImageNet's."""
+    mean, std = IMAGENET_MEAN, IMAGENET_STD
+    if o["weights"] or o["pretrained"]:
+        from reidkit.train.weights import pretrained_normalisation
+
+        mean, std = pretrained_normalisation(o["backbone"]) or (mean, std)  # type: ignore[assignment]
+    return (_triple(o["mean"], "mean") if o["mean"] is not None else mean,
+            _triple(o["std"], "std") if o["std"] is not None else std)
+
 
 
 def build_config(kw: dict[str, Any]) -> TrainConfig:
@@ -53,14 +79,14 @@ def build_config(kw: dict[str, Any]) -> TrainConfig:
             raise ReidkitError(f"image_size {size!r}: write HxW, e.g. 112x96") from None
     return TrainConfig(
         member=MemberConfig(backbone=o["backbone"], input_size=tuple(size), embedding_dim=int(o["embedding_dim"]),  # type: ignore[arg-type]
-                            concat_stages=bool(o["concat_stages"]),
+                            concat_stages=bool(o["concat_stages"]), **dict(zip(("mean", "std"), normalisation(o))),
                             resize={"method": o["resize"], "interpolation": o["interpolation"], "pad_value": 0}),
         head=HeadConfig(kind=o["head_kind"], s=float(o["scale"]), k=int(o["subcenters"]), margin=float(o["margin"]),
                         dynamic_a=float(o["margin_a"]), dynamic_lambda=float(o["margin_lambda"]), dynamic_b=float(o["margin_b"])),
         augment=AugmentConfig(hflip=bool(o["hflip"])),
         epochs=int(o["epochs"]), batch_size=int(o["batch_size"]), lr_backbone=float(o["lr"]), lr_head=float(o["head_lr"]),
         warmup_epochs=float(o["warmup_epochs"]), loss=o["loss"], focal_gamma=float(o["focal_gamma"]),
-        label_smoothing=float(o["label_smoothing"]), seed=int(o["seed"]), device=o["device"], val_identities=str(o["val_identities"]),
+        label_smoothing=float(o["label_smoothing"]), seed=int(o["seed"]), device=o["device"], val_identities=str(o["val_identities"]), select=str(o["select"]),
         workers=int(o["workers"]), pretrained=bool(o["pretrained"]), weights=o["weights"], progress=bool(o.get("progress", True)),
     )
 
@@ -97,6 +123,8 @@ def train_from_config(path: Path, data: str | None, cli_kw: dict[str, Any]) -> l
             d = str(root / d)
         out = root / o.pop("out")
         weight = float(o.pop("weight", 1.0))
+        if o.get("weights") and not Path(str(o["weights"])).is_absolute():
+            o["weights"] = str(root / str(o["weights"]))
         o.setdefault("resume", cli_kw.get("resume", False))
         log.info("member %d/%d: %s %s -> %s", i, len(members), o.get("backbone", DEFAULTS["backbone"]), o.get("image_size", DEFAULTS["image_size"]), out)
         summaries.append(train_one(d, out, o))

@@ -67,14 +67,20 @@ class ReidNet(nn.Module):
         n_stages = 2 if cfg.concat_stages else 1
         out_indices = tuple(range(-n_stages, 0))
         try:
-            extra: dict[str, Any] = {"pretrained_cfg_overlay": {"file": weights}} if weights else {}
-            self.backbone = timm.create_model(cfg.backbone, pretrained=pretrained, features_only=True, out_indices=out_indices, **extra)
+            self.backbone = timm.create_model(cfg.backbone, pretrained=pretrained and not weights, features_only=True,
+                                              out_indices=out_indices)
         except RuntimeError as exc:
             if "Unknown model" in str(exc):
                 from reidkit.errors import ReidkitError
 
                 raise ReidkitError(f"unknown timm backbone {cfg.backbone!r}; list them with `python -c 'import timm; print(timm.list_models())'`") from None
             raise
+        # what the checkpoint records about the starting weights (file name, sha256), if any
+        self.weights_info: dict[str, Any] | None = None
+        if weights:
+            from reidkit.train.weights import load_backbone_weights
+
+            self.weights_info = load_backbone_weights(self.backbone, cfg.backbone, weights)
         chans = self.backbone.feature_info.channels()  # type: ignore[union-attr, operator]  # timm's FeatureListNet
         self.pools = nn.ModuleList([GeM(cfg.gem_p) for _ in chans])
         self.neck = nn.Sequential(nn.Linear(sum(chans), cfg.embedding_dim, bias=False), nn.BatchNorm1d(cfg.embedding_dim))
