@@ -77,9 +77,10 @@ def build_config(kw: dict[str, Any]) -> TrainConfig:
             size = tuple(int(x) for x in size.lower().split("x"))
         except ValueError:
             raise ReidkitError(f"image_size {size!r}: write HxW, e.g. 112x96") from None
+    mean, std = normalisation(o)
     return TrainConfig(
         member=MemberConfig(backbone=o["backbone"], input_size=tuple(size), embedding_dim=int(o["embedding_dim"]),  # type: ignore[arg-type]
-                            concat_stages=bool(o["concat_stages"]), **dict(zip(("mean", "std"), normalisation(o))),
+                            concat_stages=bool(o["concat_stages"]), mean=mean, std=std,
                             resize={"method": o["resize"], "interpolation": o["interpolation"], "pad_value": 0}),
         head=HeadConfig(kind=o["head_kind"], s=float(o["scale"]), k=int(o["subcenters"]), margin=float(o["margin"]),
                         dynamic_a=float(o["margin_a"]), dynamic_lambda=float(o["margin_lambda"]), dynamic_b=float(o["margin_b"])),
