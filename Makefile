@@ -16,6 +16,11 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q $(TORCH)
 	$(PY) -m pip install -q -e ".[train,cpu,openvino,mnn,bench,ray,test]"
 	$(PY) -m pip install -q --no-deps "tensorrt-stubs>=10"
+	@# the review-page tests drive a real browser: Debian's chromium + chromium-driver, where we can install them
+	@command -v chromedriver >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  { apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium chromium-driver >/dev/null 2>&1; }; }; } || \
+	  echo "note: chromium/chromedriver not installed (needs root and apt-get); the browser tests will skip"
 	@touch $(STAMP)
 
 test: $(STAMP)

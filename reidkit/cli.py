@@ -199,17 +199,27 @@ def export_cmd(members: tuple[str, ...], out: Path, **kw: Any) -> None:
 @click.option("--strict", is_flag=True, help="Exit 1 if any image was skipped.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--report-json", type=click.Path(dir_okay=False, path_type=Path), help="Write the run summary (timings, skipped files) as JSON.")
+@click.option("--by", default="image", type=click.Choice(["image", "identity"]),
+              help="identity: rank individuals, one row per (query, identity): query_id,identity,score,database_image_id. "
+                   "Needs a folder-per-identity --gallery, or metadata whale_id in scenario mode.")
+@click.option("--aggregate", default="max", type=click.Choice(["max", "mean-top2"]),
+              help="With --by identity: an identity's score is its best image (max) or the mean of its two best (mean-top2).")
+@click.option("--review", type=click.Path(file_okay=False, path_type=Path), help="Also write the review page here (DIR/index.html; see reid-review).")
+@click.option("--labels", type=click.Path(dir_okay=False, path_type=Path),
+              help="With --review: ground truth labels.csv (query_id,database_image_id) for the marks and metrics.")
 @friendly("Finished batches are in the --cache file, if you gave one: rerun the same command to resume.")
 def infer_cmd(model: Path, query: Path | None, gallery: Path | None, scenarios: Path | None, metadata: Path | None, out: Path,
               top_k: int, backend: str, precision: str | None, batch_size: int, workers: int | None, threads: int | None, cache: Path | None,
               embeddings_out: Path | None, qe: int, dba: int, index_kind: str, index_file: Path | None, rerank: bool,
               rerank_shortlist: int, ray_address: str | None, ray_parquet: str | None, strict: bool, quiet: bool,
-              report_json: Path | None) -> None:
+              report_json: Path | None, by: str = "image", aggregate: str = "max", review: Path | None = None,
+              labels: Path | None = None) -> None:
     """Rank gallery images for each query with a bundle: folder mode or Whale-do scenario mode.
 
     \b
     Folder mode:   reid-infer --model BUNDLE --query DIR --gallery DIR -o results.csv
     Scenario mode: reid-infer --model BUNDLE --scenarios query_scenarios.csv --metadata metadata.csv -o submission.csv
+    Individuals:   reid-infer --model BUNDLE --query DIR --gallery IDENTITY_DIRS --by identity -o ids.csv --review review/
     """
     import reidkit
     from reidkit.errors import ReidkitError
@@ -229,23 +239,26 @@ def infer_cmd(model: Path, query: Path | None, gallery: Path | None, scenarios: 
     bundle = reidkit.load_bundle(model)
     if ray_address and cache:
         raise ReidkitError("--cache is for single-process runs; with --ray keep the embeddings with --ray-parquet DIR")
-    if ray_address:
-        from reidkit.distributed.ray_embed import RayEmbedder
+    from reidkit.distributed.ray_embed import RayEmbedder  # light: Ray itself is imported only when connecting
+    from reidkit.runtime.embedder import Embedder
 
+    embedder: RayEmbedder | Embedder
+    if ray_address:
         embedder = RayEmbedder(model, ray_address, backend, precision, batch_size, ray_parquet)
     else:
         embedder = bundle.embedder(backend, precision, cache, batch_size, workers, threads)
     with embedder as emb:
         # the index is tied to what made the vectors; Ray actors resolve `auto` themselves, so their key is the graphs'
-        key = bundle.key(precision or "fp32") if ray_address else bundle.key(emb.precision, emb.backend_name)
+        key = bundle.key(precision or "fp32") if isinstance(emb, RayEmbedder) else bundle.key(emb.precision, emb.backend_name)
         ranking = RankOptions(index_kind, index_file, RerankParams(shortlist=rerank_shortlist) if rerank else None, key)
         if folder_mode:
             assert query is not None and gallery is not None
-            summary = run_folders(emb, query, gallery, out, top_k, qe, dba, embeddings_out, progress=not quiet, ranking=ranking)
+            summary = run_folders(emb, query, gallery, out, top_k, qe, dba, embeddings_out, progress=not quiet, by=by, aggregate=aggregate,
+                                  ranking=ranking)
         else:
             assert scenarios is not None and metadata is not None
             summary = run_scenarios(emb, scenarios, metadata, out, min(top_k, 20), qe, dba, embeddings_out, progress=not quiet,
-                                    ranking=ranking)
+                                    by=by, aggregate=aggregate, ranking=ranking)
     for path, reason in summary.skipped:
         click.echo(f"skipped {path}: {reason}", err=True)
     if report_json:
@@ -256,6 +269,12 @@ def infer_cmd(model: Path, query: Path | None, gallery: Path | None, scenarios: 
         with atomic_write(report_json, "w", encoding="utf-8") as fh:
             json.dump({**dataclasses.asdict(summary), "images_per_s": summary.images / summary.seconds}, fh, indent=2)
     click.echo(f"{summary.line()}\nwrote {out}" + (f" and {embeddings_out}" if embeddings_out else ""))
+    if review is not None:
+        from reidkit.review import review_page
+
+        page = review_page(out, review, query=query, gallery=gallery, metadata=metadata, scenarios=scenarios, labels=labels,
+                           progress=not quiet)
+        click.echo(f"review page: {page.resolve().as_uri()}")
     if strict and summary.skipped:
         sys.exit(1)
 
@@ -269,27 +288,43 @@ def infer_cmd(model: Path, query: Path | None, gallery: Path | None, scenarios: 
 @click.option("--embeddings", type=click.Path(path_type=Path), help="Embeddings .npz from reid-infer --embeddings-out.")
 @click.option("--labels-from", type=click.Path(path_type=Path), help="metadata.csv with whale_id, for --embeddings.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Also write the report as JSON.")
+@click.option("--plots", type=click.Path(file_okay=False, path_type=Path),
+              help="Also write PNG figures here: CMC curve, true/false score distributions and, for a submission, "
+                   "mAP@20 per scenario and per viewpoint pair (needs matplotlib: the bench extra).")
 @friendly()
 def eval_cmd(submission: Path | None, labels: Path | None, metadata: Path | None, scenarios: Path | None,
-             embeddings: Path | None, labels_from: Path | None, json_out: Path | None) -> None:
+             embeddings: Path | None, labels_from: Path | None, json_out: Path | None, plots: Path | None = None) -> None:
     """Score a Whale-do submission (official mAP@20) or labelled embeddings (P@1, mAP@R, CMC, mINP)."""
     from reidkit.atomic import atomic_write
     from reidkit.errors import ReidkitError
-    from reidkit.evaluate import evaluate_embeddings, evaluate_submission, format_report
+    from reidkit.evaluate import evaluate_embeddings, format_report, score_submission
 
+    figures: list[Path] = []
     if submission is not None:
-        report = evaluate_submission(submission, labels, metadata, scenarios)
+        scored = score_submission(submission, labels, metadata, scenarios)
+        report = scored.report
         click.echo(format_report(report))
+        if plots is not None:
+            from reidkit.plots import submission_plots
+
+            figures = submission_plots(scored, plots)
     elif embeddings is not None:
         if labels_from is None:
             raise ReidkitError("--embeddings needs --labels-from metadata.csv")
         report = evaluate_embeddings(embeddings, labels_from)
         click.echo("  ".join(f"{k} {v:.4f}" if k != "n_queries" else f"queries {int(v)}" for k, v in report.items()))
+        if plots is not None:
+            from reidkit.evaluate import labelled_embeddings
+            from reidkit.plots import embedding_plots
+
+            figures = embedding_plots(*labelled_embeddings(embeddings, labels_from), plots)
     else:
         raise ReidkitError("pass --submission (with --labels, or --metadata and --scenarios) or --embeddings with --labels-from")
     if json_out:
         with atomic_write(json_out, "w", encoding="utf-8") as fh:
             json.dump(report, fh, indent=2)
+    for f in figures:
+        click.echo(f"plot: {f}")
 
 
 # --------------------------------------------------------------------------------------
@@ -325,3 +360,41 @@ def bench_cmd(**kw: Any) -> None:
     from reidkit.bench.report import run_bench
 
     run_bench(**kw)
+
+
+# --------------------------------------------------------------------------------------
+@click.command(context_settings={"show_default": True})
+@click.option("--matches", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="reid-infer output: image rows (query_id,database_image_id,score) or identity rows (--by identity).")
+@click.option("--query", type=click.Path(path_type=Path), help="Folder mode: the query folder of the run.")
+@click.option("--gallery", type=click.Path(path_type=Path), help="Folder mode: the gallery folder of the run.")
+@click.option("--metadata", type=click.Path(path_type=Path), help="Scenario mode: metadata.csv (whale_id, when present, is the truth).")
+@click.option("--scenarios", type=click.Path(path_type=Path), help="Scenario mode: query_scenarios.csv (maps query ids to images).")
+@click.option("--labels", type=click.Path(path_type=Path), help="Ground truth labels.csv (query_id,database_image_id); "
+                                                             "default: identity folders, or metadata whale_id.")
+@click.option("-o", "--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Page folder: index.html and thumbs/.")
+@click.option("--top-k", default=None, type=click.IntRange(1, 10_000), help="Candidates shown per query (default: every row).")
+@click.option("--thumb-height", default=160, type=click.IntRange(32, 1024), help="Thumbnail height in pixels.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@friendly()
+def review_cmd(matches: Path, query: Path | None, gallery: Path | None, metadata: Path | None, scenarios: Path | None,
+               labels: Path | None, out: Path, top_k: int | None, thumb_height: int, quiet: bool) -> None:
+    """Build the review page from earlier results: OUT/index.html, self-contained, opens from file://.
+
+    Per query: its image and the ranked candidates with rank, score, identity and, when the
+    truth is known, a correct/incorrect mark; mAP@20, P@1 and a score histogram on top.
+    Reviewers sort by uncertainty or worst first, filter the misses, and record Confirm /
+    Reject / New individual decisions, downloaded as CSV (query_id,decision,identity_or_image).
+
+    \b
+    Folder mode:   reid-review --matches results.csv --query DIR --gallery DIR -o review/
+    Scenario mode: reid-review --matches submission.csv --metadata metadata.csv --scenarios query_scenarios.csv -o review/
+    """
+    from reidkit.errors import ReidkitError
+    from reidkit.review import review_page
+
+    if (query is None) != (gallery is None) or (query is None) == (metadata is None):
+        raise ReidkitError("give --query and --gallery (folder mode), or --metadata with optional --scenarios (scenario mode)")
+    page = review_page(matches, out, query=query, gallery=gallery, metadata=metadata, scenarios=scenarios, labels=labels,
+                       top_k=top_k, thumb_height=thumb_height, progress=not quiet)
+    click.echo(f"review page: {page.resolve().as_uri()}")

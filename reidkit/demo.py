@@ -123,10 +123,17 @@ out = "models/orl_r10t_64x56.safetensors"
             "-o", str(out / "submission_mnn.csv"), "--backend", "mnn")
         run("reid-eval", "--submission", str(out / "submission_mnn.csv"), "--metadata", str(wd / "metadata.csv"), "--scenarios",
             str(wd / "query_scenarios.csv"))
+    # outputs for people: individuals ranked per query with the review page, and the evaluation figures
+    run("reid-infer", "--model", str(out / "bundle"), "--query", str(out / "data/query"), "--gallery", str(out / "data/gallery"),
+        "-o", str(out / "identity_matches.csv"), "--by", "identity", "--top-k", "5", "--review", str(out / "review"))
+    run("reid-eval", "--submission", str(out / "submission.csv"), "--metadata", str(wd / "metadata.csv"), "--scenarios",
+        str(wd / "query_scenarios.csv"), "--plots", str(out / "plots"))
     print(f"\ndemo finished in {time.perf_counter() - t0:.0f}s. Outputs in {out}/:")
     for name in ("models/", "ensemble.toml", "bundle/", "folder_matches.csv", "submission.csv", "submission_int8.csv", "submission_mnn.csv", "embeddings.npz", "eval.json"):
         if (out / name).exists():
             print(f"  {out / name}")
+    print(f"review page (open in a browser): {(out / 'review' / 'index.html').resolve().as_uri()}")
+    print(f"evaluation plots: {', '.join(str(p) for p in sorted((out / 'plots').glob('*.png')))}")
     return 0
 
 

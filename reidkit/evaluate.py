@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import numpy as np
 from reidkit.data.csvio import read_rows
 from reidkit.data.whaledo import read_metadata, read_scenarios
 from reidkit.errors import ReidkitError
-from reidkit.metrics import SubmissionError, embedding_metrics, parse_submission, whaledo_map
+from reidkit.metrics import SubmissionError, SubmissionRow, embedding_metrics, parse_submission, whaledo_map
 
 
 def labels_from_csv(path: Path) -> dict[str, set[str]]:
@@ -39,8 +40,22 @@ def labels_from_metadata(metadata: Path, scenarios_csv: Path) -> tuple[dict[str,
     return labels, q_image, q_scen
 
 
+@dataclass(frozen=True)
+class ScoredSubmission:
+    """The report and what it was computed from (``reid-eval --plots`` draws from these)."""
+
+    report: dict[str, Any]
+    rows: list[SubmissionRow]
+    labels: dict[str, set[str]]
+
+
 def evaluate_submission(submission: Path, labels_csv: Path | None = None, metadata: Path | None = None,
                         scenarios: Path | None = None) -> dict[str, Any]:
+    return score_submission(submission, labels_csv, metadata, scenarios).report
+
+
+def score_submission(submission: Path, labels_csv: Path | None = None, metadata: Path | None = None,
+                     scenarios: Path | None = None) -> ScoredSubmission:
     q_image: dict[str, str] = {}
     q_scen: dict[str, str] = {}
     views: dict[str, str] = {}
@@ -79,10 +94,17 @@ def evaluate_submission(submission: Path, labels_csv: Path | None = None, metada
             for tv in sorted(truth_views):
                 pairs[f"{kind(views.get(q_image[q]))}->{tv}"].append(ap)
         report["per_viewpoint_pair"] = {k: {"mAP@20": float(np.mean(v)), "queries": len(v)} for k, v in sorted(pairs.items())}
-    return report
+    return ScoredSubmission(report, sub, labels)
 
 
 def evaluate_embeddings(npz: Path, labels_from: Path) -> dict[str, Any]:
+    vectors, labels = labelled_embeddings(npz, labels_from)
+    m = embedding_metrics(vectors, labels)
+    return {k: float(v) for k, v in m.items()}
+
+
+def labelled_embeddings(npz: Path, labels_from: Path) -> tuple[np.ndarray, list[str]]:
+    """The embeddings whose ids metadata labels, with their whale_id."""
     try:
         data = np.load(npz, allow_pickle=False)
         ids, emb = [str(x) for x in data["ids"]], data["embeddings"]
@@ -94,8 +116,7 @@ def evaluate_embeddings(npz: Path, labels_from: Path) -> dict[str, Any]:
     keep = [i for i, x in enumerate(ids) if x in meta.whale_id]
     if not keep:
         raise ReidkitError(f"none of the ids in {npz} appear in {labels_from}")
-    m = embedding_metrics(emb[keep], [meta.whale_id[ids[i]] for i in keep])
-    return {k: float(v) for k, v in m.items()}
+    return emb[keep], [meta.whale_id[ids[i]] for i in keep]
 
 
 def format_report(report: dict[str, Any]) -> str:

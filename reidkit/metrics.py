@@ -204,3 +204,21 @@ def leave_one_out_whaledo_map(emb: np.ndarray, labels: Sequence[object], limit: 
             continue
         aps.append(average_precision(y, (sims[i, top[i]] + 1) / 2) * hits / min(n_true, limit))
     return float(np.mean(aps)) if aps else float("nan")
+
+
+def submission_cmc(submission: Sequence[SubmissionRow], labels: Mapping[str, set[str]],
+                   max_rank: int = PREDICTION_LIMIT) -> np.ndarray:
+    """CMC of a submission: element k-1 is the share of queries with a true match (in
+    ``labels``) whose first true row, by descending score, is at rank k or better. A query
+    without rows counts as a miss."""
+    by_q: dict[str, list[SubmissionRow]] = defaultdict(list)
+    for r in submission:
+        by_q[r.query_id].append(r)
+    hits = np.zeros(max_rank)
+    scored = [q for q, t in labels.items() if t]
+    for q in scored:
+        rows = sorted(by_q.get(q, []), key=lambda r: -r.score)
+        first = next((i for i, r in enumerate(rows) if r.database_image_id in labels[q]), None)
+        if first is not None and first < max_rank:
+            hits[first:] += 1
+    return hits / max(len(scored), 1)

@@ -187,3 +187,11 @@ def test_written_ensemble_toml_survives_quotes_in_paths(tmp_path):
     write_ensemble(tmp_path / "e.toml", [EnsembleEntry(ckpt, 0.5)])
     (e,) = read_ensemble(tmp_path / "e.toml")
     assert e.checkpoint == ckpt.resolve() and e.weight == 0.5
+
+
+def test_backend_trt_without_a_gpu_says_so_in_runtime_terms(tmp_path, bundle, orl_split):
+    res = cli("reid-infer", "--model", bundle, "--query", orl_split / "query", "--gallery", orl_split / "gallery", "-o", tmp_path / "m.csv",
+              "--backend", "trt", check=False)
+    assert res.returncode == 2 and not (tmp_path / "m.csv").exists()
+    (line,) = res.stderr.strip().splitlines()
+    assert line.startswith("error: --backend trt: ") and "GPU" in line and "reid-export" not in line

@@ -130,6 +130,7 @@ def test_cache_rerun_embeds_nothing(tmp_path, bundle, synth):
 def test_int8_precision_ranks_like_fp32_and_keeps_its_own_cache(tmp_path, bundle, synth):
     args = ["--model", bundle, "--scenarios", synth / "query_scenarios.csv", "--metadata", synth / "metadata.csv", "--quiet",
             "--cache", tmp_path / "c.sqlite"]
+    args += ["--backend", "ort-cpu"]
     fp32 = cli("reid-infer", *args, "-o", tmp_path / "fp32.csv")
     int8 = cli("reid-infer", *args, "-o", tmp_path / "int8.csv", "--precision", "int8")
     assert "ort-cpu fp32" in fp32.stdout and "ort-cpu int8" in int8.stdout

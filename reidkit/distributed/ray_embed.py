@@ -20,12 +20,15 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
 from reidkit.errors import MissingDependencyError, ReidkitError
 from reidkit.imaging import DEFAULT_MAX_PIXELS
+
+if TYPE_CHECKING:
+    from reidkit.runtime.embedder import Embeddings
 
 log = logging.getLogger("reidkit")
 TASK_CPUS = 0.5  # each read/decode task
@@ -202,7 +205,7 @@ class RayEmbedder:
     def __exit__(self, *exc: object) -> None:
         pass
 
-    def embed(self, inputs: Sequence[str | Path], progress: bool = False, desc: str = "") -> Any:
+    def embed(self, inputs: Sequence[Any], progress: bool = False, desc: str = "") -> "Embeddings":
         from reidkit.runtime.embedder import EmbedStats, Embeddings
 
         own_dir = self.parquet_dir is None

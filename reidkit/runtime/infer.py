@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 
@@ -15,11 +15,25 @@ from reidkit.data.folders import list_images, warn_skipped
 from reidkit.data.whaledo import read_metadata, read_scenarios
 from reidkit.errors import ReidkitError
 from reidkit.runtime.embedder import Embedder, Embeddings
+from reidkit.runtime.identity import HEADER as IDENTITY_HEADER
+from reidkit.runtime.identity import folder_identities, identity_rows, rank_identities
 from reidkit.runtime.knn import to_unit_score
 from reidkit.runtime.search import RankOptions, rank_gallery
 
 log = logging.getLogger("reidkit")
 HEADER = ["query_id", "database_image_id", "score"]
+
+
+class ImageEmbedder(Protocol):
+    """What the two jobs need: the single-process Embedder, or reid-infer --ray's RayEmbedder."""
+
+    @property
+    def label(self) -> str: ...
+
+    @property
+    def reason(self) -> str: ...
+
+    def embed(self, inputs: Sequence[Any], progress: bool = ..., desc: str = ...) -> Embeddings: ...
 
 
 @dataclass
@@ -54,20 +68,33 @@ def write_embeddings(path: Path, ids: Sequence[str], emb: Embeddings) -> None:
         np.savez(fh, ids=np.array([ids[i] for i in emb.positions.tolist()]), embeddings=emb.vectors.astype(np.float32, copy=False))
 
 
-def _rows(results, qids: Sequence[str], dids: Sequence[str]) -> list[tuple[str, str, str]]:
+def _rows(results, qids: Sequence[str], dids: Sequence[str]) -> list[tuple[str, ...]]:
     """CSV rows; the scores are mapped in one numpy call (per row it was most of the rank stage)."""
     pairs = [(qid, j) for qid, matches in zip(qids, results) for j, _ in matches]
     scores = to_unit_score(np.fromiter((c for matches in results for _, c in matches), np.float64, count=len(pairs)))
     return [(qid, dids[j], f"{s:.6f}") for (qid, j), s in zip(pairs, scores.tolist())]
 
 
-def _summary(embedder: Embedder, emb: Embeddings, t: tuple[float, float, float], rows: int) -> RunSummary:
+def _ranked_rows(G: np.ndarray, Q: np.ndarray, top_k: int, self_idx: np.ndarray, qe: int, dba: int, qids: Sequence[str],
+                 dids: Sequence[str], identities: Sequence[str] | None, aggregate: str, ranking: RankOptions | None = None,
+                 keys: Sequence[str] = ()) -> list[tuple[str, ...]]:
+    """Image rows (through the gallery index when one is asked for), or with ``identities``
+    (one per database row) identity rows (``--by identity``, over the exact search)."""
+    if identities is None:
+        return _rows(rank_gallery(ranking, G, Q, top_k, self_idx, qe, dba, keys), qids, dids)
+    if ranking is not None and not ranking.plain(len(G)):
+        raise ReidkitError("--by identity aggregates over the exact search; drop --index ivf/hnsw, --index-file and --rerank")
+    return identity_rows(rank_identities(G, Q, identities, top_k, self_idx, aggregate, qe, dba), qids, dids)
+
+
+def _summary(embedder: ImageEmbedder, emb: Embeddings, t: tuple[float, float, float], rows: int) -> RunSummary:
     return RunSummary(emb.stats.images, emb.stats.embedded, emb.stats.from_cache, emb.skipped, t[2] - t[0], t[1] - t[0], t[2] - t[1],
                       embedder.label, rows, embedder.reason)
 
 
-def run_folders(embedder: Embedder, query: Path, gallery: Path, out: Path, top_k: int = 20, qe: int = 0, dba: int = 0,
-                embeddings_out: Path | None = None, progress: bool = True, ranking: RankOptions | None = None) -> RunSummary:
+def run_folders(embedder: ImageEmbedder, query: Path, gallery: Path, out: Path, top_k: int = 20, qe: int = 0, dba: int = 0,
+                embeddings_out: Path | None = None, progress: bool = True, by: str = "image", aggregate: str = "max",
+                ranking: RankOptions | None = None) -> RunSummary:
     import time
 
     t0 = time.perf_counter()
@@ -78,6 +105,8 @@ def run_folders(embedder: Embedder, query: Path, gallery: Path, out: Path, top_k
         raise ReidkitError(f"--query {query}: no images found")
     if not gpaths:
         raise ReidkitError(f"--gallery {gallery}: no images found")
+    if by == "identity":  # refuse a flat gallery before any embedding work
+        folder_identities([p.relative_to(gallery).as_posix() for p in gpaths], gallery)
     allp = list(dict.fromkeys([p.resolve() for p in qpaths] + [p.resolve() for p in gpaths]))
     pos = {p: i for i, p in enumerate(allp)}
     emb = embedder.embed(allp, progress=progress)
@@ -90,12 +119,13 @@ def run_folders(embedder: Embedder, query: Path, gallery: Path, out: Path, top_k
     qids = [p.relative_to(query).as_posix() for p in q_ok]
     gids = [p.relative_to(gallery).as_posix() for p in g_ok]
     gindex = {p.resolve(): j for j, p in enumerate(g_ok)}
-    rows: list[tuple[str, str, str]] = []
+    rows: list[tuple[str, ...]] = []
     if q_ok and g_ok:
         self_idx = np.array([gindex.get(p.resolve(), -1) for p in q_ok])
-        rows = _rows(rank_gallery(ranking, emb.vectors[grow], emb.vectors[qrow], top_k, self_idx, qe, dba,
-                                  [emb.keys[r] for r in grow.tolist()]), qids, gids)
-    write_rows(out, HEADER, rows)
+        idents = folder_identities(gids, gallery) if by == "identity" else None
+        rows = _ranked_rows(emb.vectors[grow], emb.vectors[qrow], top_k, self_idx, qe, dba, qids, gids, idents, aggregate, ranking,
+                            [emb.keys[r] for r in grow.tolist()])
+    write_rows(out, IDENTITY_HEADER if by == "identity" else HEADER, rows)
     t2 = time.perf_counter()
     if embeddings_out:
         rel = {p.resolve(): f"gallery/{p.relative_to(gallery).as_posix()}" for p in gpaths}
@@ -104,8 +134,9 @@ def run_folders(embedder: Embedder, query: Path, gallery: Path, out: Path, top_k
     return _summary(embedder, emb, (t0, t1, t2), len(rows))
 
 
-def run_scenarios(embedder: Embedder, scenarios_csv: Path, metadata_csv: Path, out: Path, top_k: int = 20, qe: int = 0,
-                  dba: int = 0, embeddings_out: Path | None = None, progress: bool = True, ranking: RankOptions | None = None) -> RunSummary:
+def run_scenarios(embedder: ImageEmbedder, scenarios_csv: Path, metadata_csv: Path, out: Path, top_k: int = 20, qe: int = 0,
+                  dba: int = 0, embeddings_out: Path | None = None, progress: bool = True, by: str = "image",
+                  aggregate: str = "max", ranking: RankOptions | None = None) -> RunSummary:
     """The Whale-do submission: every image embedded once, each query ranked in its scenario's
     database; rows stream to the (atomically renamed) CSV scenario by scenario."""
     if ranking is not None and ranking.index_file is not None:
@@ -115,6 +146,8 @@ def run_scenarios(embedder: Embedder, scenarios_csv: Path, metadata_csv: Path, o
     t0 = time.perf_counter()
     meta = read_metadata(metadata_csv)
     scenarios = read_scenarios(scenarios_csv, set(meta.image_ids))
+    if by == "identity" and not meta.whale_id:
+        raise ReidkitError(f"--by identity needs a whale_id column in {metadata_csv} (the identity of each image)")
     needed = list(dict.fromkeys([img for s in scenarios for _, img in s.queries] + [d for s in scenarios for d in s.database]))
     emb = embedder.embed([meta.paths[i] for i in needed], progress=progress)
     t1 = time.perf_counter()
@@ -132,12 +165,13 @@ def run_scenarios(embedder: Embedder, scenarios_csv: Path, metadata_csv: Path, o
             G = emb.vectors[[row_of[d] for d in db]]
             Q = emb.vectors[[row_of[img] for _, img in qs]]
             self_idx = np.array([dbi.get(img, -1) for _, img in qs])
-            part = _rows(rank_gallery(ranking, G, Q, top_k, self_idx, qe, dba, [emb.keys[row_of[d]] for d in db]),
-                         [q for q, _ in qs], db)
+            idents = [meta.whale_id[d] for d in db] if by == "identity" else None
+            part = _ranked_rows(G, Q, top_k, self_idx, qe, dba, [q for q, _ in qs], db, idents, aggregate, ranking,
+                                [emb.keys[row_of[d]] for d in db])
             n_rows += len(part)
             yield from part
 
-    write_rows(out, HEADER, rows())
+    write_rows(out, IDENTITY_HEADER if by == "identity" else HEADER, rows())
     t2 = time.perf_counter()
     if embeddings_out:
         write_embeddings(embeddings_out, needed, emb)

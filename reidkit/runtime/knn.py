@@ -63,23 +63,36 @@ def to_unit_score(cos: np.ndarray) -> np.ndarray:
     return np.clip((cos.astype(np.float64) + 1.0) / 2.0, 0.0, 1.0)
 
 
-def rank(database: np.ndarray, queries: np.ndarray, k: int, self_index: np.ndarray | None = None,
-         qe: int = 0, dba: int = 0) -> list[list[tuple[int, float]]]:
-    """Per query: up to k (database index, cosine) pairs, best first, never the query itself.
+def shortlist(database: np.ndarray, queries: np.ndarray, k: int, self_index: np.ndarray | None = None,
+              qe: int = 0, dba: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Per query, up to k (cosine, database index) pairs as arrays [Q, k], best first, never
+    the query itself; -1 indices (and -inf cosines) pad rows that have fewer.
 
-    ``self_index[i]`` is the database row that *is* query i (or -1).
+    ``self_index[i]`` is the database row that *is* query i (or -1). The arrays are what
+    per-identity aggregation needs (deep shortlists as Python tuples cost seconds).
     """
     if dba:
         database = database_augment(database, dba)
     if qe:
         queries = query_expand(queries, database, qe, self_index)
     sims, idx = search(database, queries, k + 1)
-    out = []
-    for i in range(len(queries)):
-        own = -1 if self_index is None else int(self_index[i])
-        row = [(int(j), float(s)) for j, s in zip(idx[i], sims[i]) if j >= 0 and j != own][:k]
-        out.append(row)
-    return out
+    drop = idx < 0
+    if self_index is not None and idx.size:
+        drop |= idx == np.asarray(self_index).reshape(-1, 1)
+    order = np.argsort(drop, axis=1, kind="stable")  # kept entries first, in score order
+    idx = np.where(drop, -1, idx)
+    sims = np.where(drop, -np.inf, sims)
+    return np.take_along_axis(sims, order, 1)[:, :k], np.take_along_axis(idx, order, 1)[:, :k]
+
+
+def rank(database: np.ndarray, queries: np.ndarray, k: int, self_index: np.ndarray | None = None,
+         qe: int = 0, dba: int = 0) -> list[list[tuple[int, float]]]:
+    """Per query: up to k (database index, cosine) pairs, best first, never the query itself.
+
+    ``self_index[i]`` is the database row that *is* query i (or -1).
+    """
+    sims, idx = shortlist(database, queries, k, self_index, qe, dba)
+    return [[(int(j), float(s)) for j, s in zip(ir, sr) if j >= 0] for ir, sr in zip(idx.tolist(), sims.tolist())]
 
 
 def rank_embeddings(queries: Any, gallery: Any, top_k: int = 20, qe: int = 0, dba: int = 0) -> list[list[tuple[Any, float]]]:
