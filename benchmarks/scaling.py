@@ -304,7 +304,8 @@ def _tables(infer: list[dict], knn: list[dict], rr: list[dict]) -> None:
     lines += ["", "### k-reciprocal re-ranking (k1=20, k2=6, lambda=0.3), each run in a fresh process", "",
               "| gallery | queries | method | wall s | CPU s | peak RSS (MB) | top-20 overlap with dense per-query |", "|---:|---:|---|---:|---:|---:|---:|"]
     lines += [f"| {r['gallery']:,} | {r['queries']} | {r['mode']} | {r['wall_s']:.2f} | {r['cpu_s']:.2f} | {r['peak_rss_mb']:.0f} | "
-              f"{r.get('top20_overlap_vs_dense_per_query', '-')} |" for r in rr]
+              f"{r['top20_overlap_vs_dense_per_query']:.2f} |" if 'top20_overlap_vs_dense_per_query' in r else
+              f"| {r['gallery']:,} | {r['queries']} | {r['mode']} | {r['wall_s']:.2f} | {r['cpu_s']:.2f} | {r['peak_rss_mb']:.0f} | - |" for r in rr]
     md = OUT / "scaling.md"
     head = md.read_text().split("<!-- tables:")[0] if md.is_file() else "# Scaling report\n\n"
     md.write_text(head + "\n".join(lines) + "\n")

@@ -47,7 +47,7 @@ class IndexParams:
     nprobe: int | None = None  # IVF cells visited per query (default nlist/8, at least 16)
     hnsw_m: int = 32  # HNSW graph degree
     ef_construction: int = 40
-    ef_search: int = 128
+    ef_search: int = 256
     train_per_cell: int = 32  # IVF k-means sample: faiss wants 39..256 points per cell; 32 bounds training at 10^6
 
     def ivf_nlist(self, n: int) -> int:
