@@ -26,8 +26,8 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
 
-def sh(*args: str | Path) -> subprocess.CompletedProcess:
-    return subprocess.run([str(a) for a in args], check=True, capture_output=True, text=True)
+def sh(*args: str | Path, timeout: float | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([str(a) for a in args], check=True, capture_output=True, text=True, timeout=timeout)
 
 
 def timed(*args: str | Path) -> tuple[float, str]:
@@ -122,6 +122,52 @@ def ensemble_gflops(checkpoints: list[Path]) -> float:
     return total / 1e9
 
 
+def last_line(text: str | None) -> str:
+    lines = [l.strip() for l in (text or "").splitlines() if l.strip()]
+    return lines[-1] if lines else "no message"
+
+
+def export_bundle(ensemble: Path, bundle: Path, optional: list[str], int8_timeout: float | None = None) -> dict[str, str]:
+    """Export fp32 plus the ``optional`` artefacts (--int8, --mnn); returns {flag: why it failed}.
+
+    One export with everything is the common case. When it fails (a parity gate refuses an
+    artefact, or a converter breaks), each optional flag is tried on its own, so a failing
+    variant costs only its own columns; the fp32 bundle itself must export. An export with
+    --int8 (an accuracy-aware search) may be given ``int8_timeout`` seconds; past it, INT8 is
+    reported as failed and not tried again.
+    """
+    timed_out = f"timed out after {int8_timeout} s (--int8-timeout)"
+
+    def attempt(flags: list[str]) -> str | None:
+        try:
+            sh(BIN / "reid-export", ensemble, "-o", bundle, *flags, "--overwrite", timeout=int8_timeout if "--int8" in flags else None)
+            return None
+        except subprocess.CalledProcessError as exc:
+            return last_line(exc.stderr)
+        except subprocess.TimeoutExpired:
+            return timed_out
+
+    first = attempt(optional)
+    if first is None:
+        return {}
+    if not optional:
+        raise SystemExit(f"reid-export of the fp32 bundle failed: {first}")
+    failed: dict[str, str] = {}
+    kept: list[str] = []
+    for flag in optional:
+        reason = timed_out if first == timed_out and flag == "--int8" else attempt([*kept, flag])
+        if reason is None:
+            kept.append(flag)
+        else:
+            failed[flag] = reason
+            print(f"reid-export {flag} failed: {reason}; its columns are reported as failed", flush=True)
+    if optional[-1] in failed:  # the bundle on disk must be the last export that passed
+        reason = attempt(kept)
+        if reason is not None:
+            raise SystemExit(f"reid-export of the fp32 bundle failed: {reason}")
+    return failed
+
+
 def map20(sub: Path, labels: Path) -> float:
     from reidkit.evaluate import evaluate_submission
 
@@ -137,6 +183,8 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--ensemble", type=Path, default=ROOT / "demo_out" / "ensemble.toml")
     ap.add_argument("--tag", default="", help="Suffix for the report's file names, e.g. the ensemble's name.")
+    ap.add_argument("--int8-timeout", type=float, default=None,
+                    help="Seconds the INT8 export may take; past it the INT8 columns are reported as failed.")
     args = ap.parse_args()
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
@@ -163,9 +211,15 @@ def main() -> int:
             continue
         variants.update({f"reidkit_{spec.name}_{p}": (spec.name, p) for p in spec.precisions if p != "fp16"})
     variants["reidkit_auto_fp32"] = ("auto", "fp32")
-    flags = sorted({f for b, p in variants.values() if b != "auto" for f in [artefact_for(BACKENDS[b].fmt, p).export_flag] if f})
+    # each optional artefact is gated on its own: one that fails is reported, the others are kept
+    optional: dict[str, list[str]] = {}
+    for name, (b, p) in variants.items():
+        flag = artefact_for(BACKENDS[b].fmt, p).export_flag if b != "auto" else None
+        if flag:
+            optional.setdefault(flag, []).append(name)
     bundle = work / "bundle"
-    sh(BIN / "reid-export", args.ensemble, "-o", bundle, *flags, "--overwrite")
+    export_failed = export_bundle(args.ensemble, bundle, sorted(optional), args.int8_timeout)
+    failed = {name: reason for flag, reason in export_failed.items() for name in optional[flag]}
     scen, meta = data / "query_scenarios.csv", data / "metadata.csv"
     runs: dict[str, list[dict]] = {"seed": [], **{k: [] for k in variants}}
     chosen: dict[str, str] = {}  # what --backend auto ran, and why
@@ -175,21 +229,30 @@ def main() -> int:
                           "--out", work / "seed_sub.csv")
         runs["seed"].append({"wall": wall, **json.loads(out.strip().splitlines()[-1])})
         for name, (backend, precision) in variants.items():
+            if name in failed:
+                continue
             print(f"round {r + 1}/{args.repeats}: reid-infer --backend {backend} --precision {precision}", flush=True)
-            wall, _ = timed(BIN / "reid-infer", "--model", bundle, "--scenarios", scen, "--metadata", meta, "-o", work / f"{name}_sub.csv",
-                            "--backend", backend, "--precision", precision, "--quiet", "--report-json", work / f"{name}_run.json")
+            try:
+                wall, _ = timed(BIN / "reid-infer", "--model", bundle, "--scenarios", scen, "--metadata", meta, "-o", work / f"{name}_sub.csv",
+                                "--backend", backend, "--precision", precision, "--quiet", "--report-json", work / f"{name}_run.json")
+            except subprocess.CalledProcessError as exc:
+                failed[name] = f"reid-infer exited {exc.returncode}: {last_line(exc.stderr)}"
+                print(f"  failed: {failed[name]}", flush=True)
+                continue
             rep = json.loads((work / f"{name}_run.json").read_text())
             if backend == "auto":
                 chosen[name] = rep["backend_reason"]
             runs[name].append({"wall": wall, "images": rep["images"], "embed": rep["embed_seconds"], "rank": rep["rank_seconds"],
                                "total": rep["seconds"]})
+    runs = {k: v for k, v in runs.items() if k not in failed}
+    ok = [k for k in variants if k not in failed]
     med = {k: {f: statistics.median(x[f] for x in v) for f in v[0]} for k, v in runs.items()}
-    agree = {k: agreement(work / "seed_sub.csv", work / f"{k}_sub.csv") for k in variants}
+    agree = {k: agreement(work / "seed_sub.csv", work / f"{k}_sub.csv") for k in ok}
     maps = {k: map20(work / f"{k}_sub.csv", data / "labels.csv") for k in runs}
     cpu = cpu_info()
     cpu["measured_peak_gflops"] = measured_peak_gflops()
     gflops = ensemble_gflops(ckpts)
-    n = int(runs[next(iter(variants))][0]["images"])  # the same images every round (a median of an even count would print 2000.0)
+    n = int(runs[ok[0]][0]["images"])  # the same images every round (a median of an even count would print 2000.0)
     cores = cpu.get("cores") or 1
     ceiling = cpu["measured_peak_gflops"] / gflops if gflops else float("nan")
     # The fastest any fp32 pipeline could finish on these cores: every FLOP at SGEMM speed and
@@ -199,7 +262,7 @@ def main() -> int:
     sample = list(read_metadata(meta).paths.values())[:300]
     dec = decode_seconds_per_image(bundle, sample)
     floor = n * gflops / cpu["measured_peak_gflops"] + n * dec / cores  # type: ignore[operator]
-    speedup = {k: med["seed"]["wall"] / med[k]["wall"] for k in variants}
+    speedup = {k: med["seed"]["wall"] / med[k]["wall"] for k in ok}
     report = {
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "device": "CPU", "cpu": cpu,
         "data": {"images": n, "scenarios": args.scenarios, "source": f"reid-synth --images {args.images} --seed 7"},
@@ -208,14 +271,17 @@ def main() -> int:
         "ceiling_images_per_s_fp32": ceiling, "decode_resize_cpu_s_per_image": dec, "fp32_floor_wall_s": floor,
         "fp32_best_possible_speedup": med["seed"]["wall"] / floor,
         "variants": {c: {"backend": b, "precision": p} for c, (b, p) in variants.items()}, "auto_chose": chosen, "images_per_s": {k: n / med[k]["wall"] for k in runs},
+        "failed": failed,
     }
     s = med["seed"]
-    best = min((c for c in variants if variants[c][1] == "fp32"), key=lambda c: med[c]["wall"])
+    best = min((c for c in ok if variants[c][1] == "fp32"), key=lambda c: med[c]["wall"])
     ips = report["images_per_s"]
     cols = list(variants)
 
-    def row(label: str, first: str, cell) -> str:
-        return f"| {label} | {first} | " + " | ".join(cell(c) for c in cols) + " |"
+    def row(label: str, first: str, cell, why: bool = False) -> str:
+        def fail(c: str) -> str:
+            return "failed: " + failed[c].replace("|", "/") if why else "failed"
+        return f"| {label} | {first} | " + " | ".join(fail(c) if c in failed else cell(c) for c in cols) + " |"
 
     md = [
         f"# reid-infer vs the seed-style baseline ({report['created_at']})", "",
@@ -228,8 +294,9 @@ def main() -> int:
         row("decode + resize", f"{s['decode']:.2f}", lambda c: "overlapped"),
         row("embed", f"{s['embed']:.2f}", lambda c: f"{med[c]['embed']:.2f}"),
         row("rank", f"{s['rank']:.2f}", lambda c: f"{med[c]['rank']:.2f}"),
-        row("**total, wall**", f"**{s['wall']:.2f}**", lambda c: f"**{med[c]['wall']:.2f}**"),
+        row("**total, wall**", f"**{s['wall']:.2f}**", lambda c: f"**{med[c]['wall']:.2f}**", why=True),
         row("images/s", f"{ips['seed']:.1f}", lambda c: f"{ips[c]:.1f}"),
+        row("GFLOP per image (with the flip)", f"{gflops:.2f}", lambda c: f"{gflops:.2f}" + (" (as int8)" if variants[c][1] == "int8" else "")),
         row("**speed-up vs baseline**", "1.00x", lambda c: f"**{speedup[c]:.2f}x**"),
         row("top-20 overlap with baseline", "-", lambda c: f"{agree[c]['top20_overlap']:.4f}"),
         row("max score difference", "-", lambda c: f"{agree[c]['max_score_diff']:.2e}"),

@@ -55,3 +55,18 @@ def test_seed_baseline_and_reid_infer_give_the_same_submission(tmp_path, bundle,
     spec.loader.exec_module(run_bench)
     agree = run_bench.agreement(tmp_path / "seed.csv", tmp_path / "ours.csv")
     assert agree["top20_overlap"] > 0.99 and agree["max_score_diff"] < 1e-4
+
+
+def test_make_bench_export_keeps_the_variants_that_pass_and_names_the_one_that_failed(tmp_path, members):
+    """An optional artefact that cannot be exported costs only its own columns, with the reason."""
+    spec = importlib.util.spec_from_file_location("run_bench", ROOT / "benchmarks" / "run_bench.py")
+    run_bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run_bench)
+    ens = tmp_path / "ensemble.toml"
+    ens.write_text(f'[[members]]\ncheckpoint = "{members[0].as_posix()}"\n')
+    bundle = tmp_path / "bundle"
+    failed = run_bench.export_bundle(ens, bundle, ["--int8", "--no-such-artefact"])  # the failing one last: the bundle is re-made without it
+    assert list(failed) == ["--no-such-artefact"] and "no-such-artefact" in failed["--no-such-artefact"]
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert [m["onnx_int8"] for m in manifest["members"]] == ["a.int8.onnx"] and (bundle / "a.int8.onnx").exists()
+    assert run_bench.export_bundle(ens, bundle, ["--int8"]) == {}

@@ -114,6 +114,8 @@ def train_from_config(path: Path, data: str | None, cli_kw: dict[str, Any]) -> l
     defaults = {k: v for k, v in doc.items()}
     if data:
         defaults["data"] = data
+    if cli_kw.get("weights"):  # `reid-train --config X --weights FILE`: the file for members that name none
+        defaults.setdefault("weights", str(Path(cli_kw["weights"]).resolve()))
     entries, summaries = [], []
     for i, m in enumerate(members, start=1):
         o = {**defaults, **m}
