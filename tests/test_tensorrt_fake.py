@@ -130,8 +130,8 @@ def test_stubs_alone_are_not_tensorrt(monkeypatch):
         tb.load_tensorrt()
 
 
-def test_bundle_engines_with_the_fake(tmp_path, members, monkeypatch):
-    """reid-export --trt end to end through the fake: engines listed in the manifest, parity checked."""
+def _export_with_fake(tmp_path, members, monkeypatch):
+    """reid-export --trt of the first member through the fake; returns (fake trt module, manifest dict)."""
     from reidkit.ensemble import EnsembleEntry
     from reidkit.export.bundle import ExportOptions, export_bundle
     from reidkit.runtime.backends import trt as trt_backend
@@ -139,7 +139,12 @@ def test_bundle_engines_with_the_fake(tmp_path, members, monkeypatch):
     trt = make_trt()
     monkeypatch.setattr(tb, "require_tensorrt", lambda: (trt, GPU))
     monkeypatch.setattr(trt_backend, "_cudart", lambda: FakeCudart())
-    manifest = export_bundle([EnsembleEntry(members[0])], tmp_path / "b", ExportOptions(trt=True, max_batch=8, opt_batch=4))
+    return trt, export_bundle([EnsembleEntry(members[0])], tmp_path / "b", ExportOptions(trt=True, max_batch=8, opt_batch=4))
+
+
+def test_bundle_engines_with_the_fake(tmp_path, members, monkeypatch):
+    """reid-export --trt end to end through the fake: engines listed in the manifest, parity checked."""
+    _, manifest = _export_with_fake(tmp_path, members, monkeypatch)
     (eng,) = manifest["engines"]
     assert eng["file"].startswith("engines/a.nvidia-h100") and eng["precision"] == "fp16"
     assert (tmp_path / "b" / eng["file"]).exists() and (tmp_path / "b" / eng["sidecar"]).exists()
@@ -159,14 +164,9 @@ def test_bundle_engines_with_the_fake(tmp_path, members, monkeypatch):
 
 def test_engine_sidecar_is_covered_by_the_manifest(tmp_path, members, monkeypatch):
     """The sidecar sets the batch profile the runtime trusts: a changed sidecar is refused."""
-    from reidkit.ensemble import EnsembleEntry
-    from reidkit.export.bundle import ExportOptions, export_bundle
     from reidkit.runtime.backends import select, trt as trt_backend
 
-    trt = make_trt()
-    monkeypatch.setattr(tb, "require_tensorrt", lambda: (trt, GPU))
-    monkeypatch.setattr(trt_backend, "_cudart", lambda: FakeCudart())
-    manifest = export_bundle([EnsembleEntry(members[0])], tmp_path / "b", ExportOptions(trt=True, max_batch=8, opt_batch=4))
+    trt, manifest = _export_with_fake(tmp_path, members, monkeypatch)
     (eng,) = manifest["engines"]
     assert len(eng["sidecar_sha256"]) == 64
     # make this machine look like the one the engine was built on
