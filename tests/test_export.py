@@ -103,12 +103,11 @@ def test_unknown_schema_is_refused(tmp_path, bundle):
 
 def test_parity_failure_exits_nonzero_and_leaves_no_bundle(tmp_path, members, monkeypatch):
     from reidkit.errors import ParityError
-    from reidkit.export import bundle as bundle_mod
     from reidkit.export.bundle import ExportOptions, export_bundle
     from reidkit.ensemble import EnsembleEntry
-    from reidkit.export.parity import Tolerance
+    from reidkit.runtime import bundle_format
 
-    monkeypatch.setattr(bundle_mod, "FP32", Tolerance(min_cosine=1.1, max_abs=0.0))  # impossible
+    monkeypatch.setitem(bundle_format.TOLERANCES, "fp32", bundle_format.Tolerance(min_cosine=1.1, max_abs=0.0))  # impossible
     out = tmp_path / "never"
     with pytest.raises(ParityError, match="no bundle was written"):
         export_bundle([EnsembleEntry(members[0])], out, ExportOptions())
