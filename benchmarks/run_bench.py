@@ -301,7 +301,7 @@ def main() -> int:
         row("top-20 overlap with baseline", "-", lambda c: f"{agree[c]['top20_overlap']:.4f}"),
         row("max score difference", "-", lambda c: f"{agree[c]['max_score_diff']:.2e}"),
         row("mAP@20", f"{maps['seed']:.4f}", lambda c: f"{maps[c]:.4f}"), "",
-        *[f"`--backend auto` ran {why}." for why in sorted(set(chosen.values()))], "",
+        *[f"`--backend auto` chose: {why}." for why in sorted(set(chosen.values()))], "",
         f"Ceiling: a {cores}-core SGEMM here runs at {cpu['measured_peak_gflops']:.0f} GFLOP/s fp32 (nominal "
         f"{cpu.get('peak_gflops', float('nan')):.0f}: {cores} cores x {cpu.get('ghz', 0):.2f} GHz base x {cpu.get('fp32_flops_per_cycle')} FLOP/cycle), "
         f"so the networks alone could run at most ~{ceiling:.0f} images/s in fp32. Decoding and resizing, which must give training's "
