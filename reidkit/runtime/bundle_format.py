@@ -122,6 +122,11 @@ class MemberRecord:
                    list(m.get("parity") or []))
 
 
+def _compute_capability(value: Any) -> tuple[int, int]:
+    major, minor = (int(x) for x in value)
+    return major, minor
+
+
 @dataclass(frozen=True)
 class EngineSidecar:
     """What a TensorRT plan was built for; the runtime checks it before trusting the plan."""
@@ -147,8 +152,7 @@ class EngineSidecar:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "EngineSidecar":
-        cc = tuple(int(x) for x in d["compute_capability"])
-        return cls(str(d["tensorrt_version"]), str(d["gpu_name"]), (cc[0], cc[1]), str(d["precision"]), bool(d["strongly_typed"]),
+        return cls(str(d["tensorrt_version"]), str(d["gpu_name"]), _compute_capability(d["compute_capability"]), str(d["precision"]), bool(d["strongly_typed"]),
                    {k: [int(x) for x in v] for k, v in d["profile"].items()}, str(d["onnx"]), str(d["onnx_sha256"]),
                    str(d["plan_sha256"]))
 
@@ -174,9 +178,9 @@ class EngineRecord:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "EngineRecord":
-        cc = tuple(int(x) for x in d["compute_capability"])
         return cls(str(d["member"]), str(d["file"]), str(d["sha256"]), str(d["sidecar"]), str(d["sidecar_sha256"]),
-                   str(d["tensorrt_version"]), str(d["gpu_name"]), (cc[0], cc[1]), str(d.get("precision", "fp16")))
+                   str(d["tensorrt_version"]), str(d["gpu_name"]), _compute_capability(d["compute_capability"]),
+                   str(d.get("precision", "fp16")))
 
 
 @dataclass

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from reidkit.errors import MissingDependencyError, ReidkitError
 from reidkit.runtime.backends.registry import AUTO, BACKENDS, Backend, BackendSpec, get_backend
+from reidkit.runtime.backends.trt import engines_for_this_gpu
 from reidkit.runtime.bundle import Bundle, verify_file
 from reidkit.runtime.bundle_format import PRECISIONS, artefact_for
 
@@ -43,17 +44,10 @@ def resolve_precision(backend: str, requested: str | None) -> str:
     return requested
 
 
-def _matching_engines(bundle: Bundle):  # -> dict[str, EngineRecord] | str
-    """The bundle's engine per member for this GPU and TensorRT version, or why there is none."""
-    from reidkit.runtime.backends.trt import engines_for_this_gpu
-
-    return engines_for_this_gpu(bundle)
-
-
 def bundle_lacks(bundle: Bundle, spec: BackendSpec, precision: str) -> str | None:
     """Why this bundle cannot feed ``spec`` at ``precision`` (None: it can)."""
     if spec.fmt == "trt":
-        found = _matching_engines(bundle)
+        found = engines_for_this_gpu(bundle)
         return found if isinstance(found, str) else None
     art = artefact_for(spec.fmt, precision)
     missing = [m.name for m in bundle.members if art.kind not in m.files]
@@ -75,7 +69,7 @@ def make_backends(bundle: Bundle, name: str, threads: int | None = None, precisi
         raise ReidkitError(f"--backend {name}: {lacks}" + (f", or use --backend {others}" if others else ""))
     cls = spec.load_class()
     if spec.fmt == "trt":
-        engines = _matching_engines(bundle)
+        engines = engines_for_this_gpu(bundle)
         assert not isinstance(engines, str)
         out: list[Backend] = []
         for m in bundle.members:
