@@ -253,3 +253,42 @@ def test_eval_rejects_bad_submission_naming_the_row(tmp_path, synth):
     (tmp_path / "s.csv").write_text("query_id,database_image_id,score\nq,a,0.5\nq,a,0.4\n")
     res = cli("reid-eval", "--submission", tmp_path / "s.csv", "--labels", synth / "labels.csv", check=False)
     assert res.returncode == 2 and "row 2: duplicate" in res.stderr
+
+
+@pytest.mark.parametrize("by,options", [("image", {"qe": 1, "dba": 2}), ("image", {"index": "hnsw"}), ("identity", {"dba": 2})])
+def test_folder_mode_streams_rows_in_query_batches(tmp_path, bundle, orl_split, monkeypatch, by, options):
+    """Ranked rows reach the CSV a query batch at a time (the first rows are written before the
+    last batch is ranked), and the batched CSV is byte-identical to ranking all queries at once,
+    with DBA, query expansion, an approximate index and identity ranking."""
+    import reidkit
+    from reidkit.runtime import infer
+    from reidkit.runtime.search import RankOptions
+
+    kw = dict(options)
+    if "index" in kw:
+        kw["ranking"] = RankOptions(index=kw.pop("index"))
+    events: list[str] = []
+    for name in ("_rows", "identity_rows"):
+        real = getattr(infer, name)
+        monkeypatch.setattr(infer, name, lambda *a, _real=real: events.append("rank") or _real(*a))
+    real_write = infer.write_rows
+
+    def write(path, header, rows):
+        def seen():
+            for r in rows:
+                events.append("write")
+                yield r
+        real_write(path, header, seen())
+
+    monkeypatch.setattr(infer, "write_rows", write)
+    with reidkit.load_bundle(bundle).embedder("ort-cpu") as emb:
+        infer.run_folders(emb, orl_split / "query", orl_split / "gallery", tmp_path / "one.csv", top_k=5, by=by, progress=False, **kw)
+        assert events.count("rank") == 1
+        events.clear()
+        monkeypatch.setattr(infer, "QUERY_BATCH", 3)
+        summary = infer.run_folders(emb, orl_split / "query", orl_split / "gallery", tmp_path / "batched.csv", top_k=5, by=by,
+                                    progress=False, **kw)
+    assert events.count("rank") == 4  # 10 queries in batches of 3
+    assert events.index("write") < len(events) - 1 - events[::-1].index("rank")  # written before the last batch was ranked
+    assert (tmp_path / "batched.csv").read_bytes() == (tmp_path / "one.csv").read_bytes()
+    assert summary.rows == 50

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any, Callable, Iterator, Protocol, Sequence
 
 import numpy as np
 
@@ -17,8 +17,8 @@ from reidkit.errors import ReidkitError
 from reidkit.runtime.embedder import Embedder, Embeddings
 from reidkit.runtime.identity import HEADER as IDENTITY_HEADER
 from reidkit.runtime.identity import folder_identities, identity_rows, rank_identities
-from reidkit.runtime.knn import to_unit_score
-from reidkit.runtime.search import RankOptions, rank_gallery
+from reidkit.runtime.knn import database_augment, to_unit_score
+from reidkit.runtime.search import RankOptions, gallery_ranker
 
 log = logging.getLogger("reidkit")
 HEADER = ["query_id", "database_image_id", "score"]
@@ -75,16 +75,30 @@ def _rows(results, qids: Sequence[str], dids: Sequence[str]) -> list[tuple[str, 
     return [(qid, dids[j], f"{s:.6f}") for (qid, j), s in zip(pairs, scores.tolist())]
 
 
+QUERY_BATCH = 2048  # queries ranked per step: memory stays O(batch * top_k) and rows stream to the CSV
+
+
 def _ranked_rows(G: np.ndarray, Q: np.ndarray, top_k: int, self_idx: np.ndarray, qe: int, dba: int, qids: Sequence[str],
                  dids: Sequence[str], identities: Sequence[str] | None, aggregate: str, ranking: RankOptions | None = None,
-                 keys: Sequence[str] = ()) -> list[tuple[str, ...]]:
+                 keys: Sequence[str] = ()) -> Iterator[tuple[str, ...]]:
     """Image rows (through the gallery index when one is asked for), or with ``identities``
-    (one per database row) identity rows (``--by identity``, over the exact search)."""
+    (one per database row) identity rows (``--by identity``, over the exact search), yielded
+    QUERY_BATCH queries at a time. Bad options raise here, before the first row is written."""
+    step: Callable[[np.ndarray, np.ndarray, Sequence[str]], list[tuple[str, ...]]]
     if identities is None:
-        return _rows(rank_gallery(ranking, G, Q, top_k, self_idx, qe, dba, keys), qids, dids)
-    if ranking is not None and not ranking.plain(len(G)):
-        raise ReidkitError("--by identity aggregates over the exact search; drop --index ivf/hnsw, --index-file and --rerank")
-    return identity_rows(rank_identities(G, Q, identities, top_k, self_idx, aggregate, qe, dba), qids, dids)
+        ranker = gallery_ranker(ranking, G, top_k, qe, dba, keys)
+        step = lambda q, own, ids: _rows(ranker(q, own), ids, dids)  # noqa: E731
+    else:
+        if ranking is not None and not ranking.plain(len(G)):
+            raise ReidkitError("--by identity aggregates over the exact search; drop --index ivf/hnsw, --index-file and --rerank")
+        augmented, idents = database_augment(G, dba), identities
+        step = lambda q, own, ids: identity_rows(rank_identities(augmented, q, idents, top_k, own, aggregate, qe), ids, dids)  # noqa: E731
+
+    def batches() -> Iterator[tuple[str, ...]]:
+        for s in range(0, len(Q), QUERY_BATCH):
+            yield from step(Q[s:s + QUERY_BATCH], self_idx[s:s + QUERY_BATCH], qids[s:s + QUERY_BATCH])
+
+    return batches()
 
 
 def _summary(embedder: ImageEmbedder, emb: Embeddings, t: tuple[float, float, float], rows: int) -> RunSummary:
@@ -119,19 +133,27 @@ def run_folders(embedder: ImageEmbedder, query: Path, gallery: Path, out: Path, 
     qids = [p.relative_to(query).as_posix() for p in q_ok]
     gids = [p.relative_to(gallery).as_posix() for p in g_ok]
     gindex = {p.resolve(): j for j, p in enumerate(g_ok)}
-    rows: list[tuple[str, ...]] = []
+    rows: Iterator[tuple[str, ...]] = iter(())
     if q_ok and g_ok:
         self_idx = np.array([gindex.get(p.resolve(), -1) for p in q_ok])
         idents = folder_identities(gids, gallery) if by == "identity" else None
         rows = _ranked_rows(emb.vectors[grow], emb.vectors[qrow], top_k, self_idx, qe, dba, qids, gids, idents, aggregate, ranking,
                             [emb.keys[r] for r in grow.tolist()])
-    write_rows(out, IDENTITY_HEADER if by == "identity" else HEADER, rows)
+    n_rows = 0
+
+    def counted() -> Iterator[tuple[str, ...]]:
+        nonlocal n_rows
+        for row in rows:
+            n_rows += 1
+            yield row
+
+    write_rows(out, IDENTITY_HEADER if by == "identity" else HEADER, counted())
     t2 = time.perf_counter()
     if embeddings_out:
         rel = {p.resolve(): f"gallery/{p.relative_to(gallery).as_posix()}" for p in gpaths}
         rel.update({p.resolve(): f"query/{p.relative_to(query).as_posix()}" for p in qpaths})
         write_embeddings(embeddings_out, [rel[p] for p in allp], emb)
-    return _summary(embedder, emb, (t0, t1, t2), len(rows))
+    return _summary(embedder, emb, (t0, t1, t2), n_rows)
 
 
 def run_scenarios(embedder: ImageEmbedder, scenarios_csv: Path, metadata_csv: Path, out: Path, top_k: int = 20, qe: int = 0,

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
 from reidkit.errors import ReidkitError
 from reidkit.runtime.index import GalleryIndex, open_or_build, resolve_kind
-from reidkit.runtime.knn import rank
+from reidkit.runtime.knn import database_augment, rank
 from reidkit.vectors import l2_normalise
 from reidkit.runtime.rerank import RerankParams, distance_to_similarity, rerank_shortlist
 
@@ -63,13 +63,21 @@ class RankOptions:
         return self.index_file is None and self.rerank is None and resolve_kind(self.index, n_gallery) == "exact"
 
 
-def rank_gallery(opts: RankOptions | None, gallery: np.ndarray, queries: np.ndarray, k: int, self_index: np.ndarray,
-                 qe: int = 0, dba: int = 0, keys: Sequence[str] = ()) -> list[list[tuple[int, float]]]:
-    """``knn.rank`` for the default exact search; the index (built, or opened from
-    ``--index-file``) and the shortlist re-ranking otherwise. ``keys``: content hash per gallery row."""
+def gallery_ranker(opts: RankOptions | None, gallery: np.ndarray, k: int, qe: int = 0, dba: int = 0,
+                   keys: Sequence[str] = ()) -> Callable[[np.ndarray, np.ndarray], list[list[tuple[int, float]]]]:
+    """The gallery side done once (DBA, or the index built or opened from ``--index-file``),
+    returned as ``rank(queries, self_index)``: callers feed queries in batches, so ranked rows
+    can stream to disk whatever the number of queries. ``keys``: content hash per gallery row."""
     if opts is None or opts.plain(len(gallery)):
-        return rank(gallery, queries, k, self_index, qe, dba)
+        augmented = database_augment(gallery, dba)
+        return lambda queries, self_index: rank(augmented, queries, k, self_index, qe)
     if dba:
         raise ReidkitError("--dba needs the exact search of the whole gallery; drop --dba, or use --index exact without --index-file/--rerank")
     index = open_or_build(opts.index_file, gallery, list(keys), opts.bundle_key, opts.index)
-    return rank_indexed(index, gallery, queries, k, self_index, qe, opts.rerank)
+    return lambda queries, self_index: rank_indexed(index, gallery, queries, k, self_index, qe, opts.rerank)
+
+
+def rank_gallery(opts: RankOptions | None, gallery: np.ndarray, queries: np.ndarray, k: int, self_index: np.ndarray,
+                 qe: int = 0, dba: int = 0, keys: Sequence[str] = ()) -> list[list[tuple[int, float]]]:
+    """``knn.rank`` for the default exact search; the index and the shortlist re-ranking otherwise."""
+    return gallery_ranker(opts, gallery, k, qe, dba, keys)(queries, self_index)
