@@ -72,12 +72,13 @@ def run(*args: str, check: bool = True) -> int:
     return rc
 
 
-def prepare(data: Path) -> None:
-    """Folder-mode and Whale-do-style copies of the unseen people (s31-s40)."""
+def prepare(data: Path, people: range = UNSEEN) -> None:
+    """Folder-mode and Whale-do-style copies of the unseen people (s31-s40; other ``people``
+    for a development split that keeps s31-s40 unseen while a recipe is chosen)."""
     root = orl_root()
     shutil.rmtree(data, ignore_errors=True)
     meta, queries, database = [], [], []
-    for k in UNSEEN:
+    for k in people:
         for i in range(1, 11):
             src = root / f"s{k}" / f"{i}.pgm"
             dst = data / ("query" if i == 1 else "gallery") / f"s{k}" / f"{i}.pgm"
@@ -96,8 +97,8 @@ def prepare(data: Path) -> None:
     # scenario "first": each person's first image queries the other nine of everyone
     write_rows(wd / "queries" / "all.csv", ["query_id", "query_image_id"], queries)
     write_rows(wd / "databases" / "all.csv", ["database_image_id"], database)
-    write_rows(wd / "queries" / "first.csv", ["query_id", "query_image_id"], [(f"first-s{k}_1", f"s{k}_1") for k in UNSEEN])
-    write_rows(wd / "databases" / "first.csv", ["database_image_id"], [(f"s{k}_{i}",) for k in UNSEEN for i in range(2, 11)])
+    write_rows(wd / "queries" / "first.csv", ["query_id", "query_image_id"], [(f"first-s{k}_1", f"s{k}_1") for k in people])
+    write_rows(wd / "databases" / "first.csv", ["database_image_id"], [(f"s{k}_{i}",) for k in people for i in range(2, 11)])
     write_rows(wd / "query_scenarios.csv", ["scenario_id", "queries_path", "database_path"],
                [("all", "queries/all.csv", "databases/all.csv"), ("first", "queries/first.csv", "databases/first.csv")])
 

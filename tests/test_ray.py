@@ -114,3 +114,21 @@ def test_python_entry_point_reports_bad_images_and_keeps_order(tmp_path, bundle,
         single = emb.embed(paths)
     ok = [i for i, p in enumerate(inputs) if p != bad]
     np.testing.assert_allclose(r.vectors[ok], single.vectors, atol=1e-6)
+
+
+def test_ray_local_starts_its_own_cluster_and_writes_parquet_to_a_uri(tmp_path, bundle, orl_split):
+    """``--ray local`` (no running cluster named) in folder mode, with ``--ray-parquet`` given as
+    a URI (``file://``: pyarrow resolves it as it does ``s3://`` or ``gs://``)."""
+    args = ["--model", bundle, "--query", orl_split / "query", "--gallery", orl_split / "gallery", "--backend", "ort-cpu", "--quiet"]
+    cli("reid-infer", *args, "-o", tmp_path / "plain.csv")
+    res = cli("reid-infer", *args, "--ray", "local", "--ray-parquet", f"file://{tmp_path}/emb", "-o", tmp_path / "ray.csv",
+              timeout=TIMEOUT_S)
+    assert "on ray" in res.stdout and "local" in res.stdout
+    plain, dist = _read(tmp_path / "plain.csv"), _read(tmp_path / "ray.csv")
+    assert plain.keys() == dist.keys() and len(plain) == 10
+    for q in plain:
+        assert [g for g, _ in dist[q]] == [g for g, _ in plain[q]]
+        np.testing.assert_allclose([s for _, s in dist[q]], [s for _, s in plain[q]], atol=1e-6)
+    import pyarrow.dataset as pads
+
+    assert pads.dataset(str(tmp_path / "emb"), format="parquet").to_table().num_rows == 100

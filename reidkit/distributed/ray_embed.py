@@ -138,8 +138,8 @@ def connect(address: str, num_cpus: int | None = None) -> None:
     if ray.is_initialized():
         return
     kw: dict[str, Any] = {"log_to_driver": False, "include_dashboard": False} if address == "local" else {"log_to_driver": False}
-    if address == "local":
-        ray.init(num_cpus=num_cpus, **kw)
+    if address == "local":  # address="local" never joins a cluster that happens to run here already
+        ray.init(address="local", num_cpus=num_cpus, **kw)
     else:
         ray.init(address=address, **kw)
 

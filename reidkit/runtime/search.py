@@ -76,8 +76,3 @@ def gallery_ranker(opts: RankOptions | None, gallery: np.ndarray, k: int, qe: in
     index = open_or_build(opts.index_file, gallery, list(keys), opts.bundle_key, opts.index)
     return lambda queries, self_index: rank_indexed(index, gallery, queries, k, self_index, qe, opts.rerank)
 
-
-def rank_gallery(opts: RankOptions | None, gallery: np.ndarray, queries: np.ndarray, k: int, self_index: np.ndarray,
-                 qe: int = 0, dba: int = 0, keys: Sequence[str] = ()) -> list[list[tuple[int, float]]]:
-    """``knn.rank`` for the default exact search; the index and the shortlist re-ranking otherwise."""
-    return gallery_ranker(opts, gallery, k, qe, dba, keys)(queries, self_index)
