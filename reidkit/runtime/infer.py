@@ -190,8 +190,9 @@ def run_scenarios(embedder: ImageEmbedder, scenarios_csv: Path, metadata_csv: Pa
             idents = [meta.whale_id[d] for d in db] if by == "identity" else None
             part = _ranked_rows(G, Q, top_k, self_idx, qe, dba, [q for q, _ in qs], db, idents, aggregate, ranking,
                                 [emb.keys[row_of[d]] for d in db])
-            n_rows += len(part)
-            yield from part
+            for row in part:
+                n_rows += 1
+                yield row
 
     write_rows(out, IDENTITY_HEADER if by == "identity" else HEADER, rows())
     t2 = time.perf_counter()
