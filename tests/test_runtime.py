@@ -255,18 +255,15 @@ def test_eval_rejects_bad_submission_naming_the_row(tmp_path, synth):
     assert res.returncode == 2 and "row 2: duplicate" in res.stderr
 
 
-@pytest.mark.parametrize("by,options", [("image", {"qe": 1, "dba": 2}), ("image", {"index": "hnsw"}), ("identity", {"dba": 2})])
-def test_folder_mode_streams_rows_in_query_batches(tmp_path, bundle, orl_split, monkeypatch, by, options):
+def test_folder_mode_streams_rows_in_query_batches(tmp_path, bundle, orl_split, monkeypatch):
     """Ranked rows reach the CSV a query batch at a time (the first rows are written before the
     last batch is ranked), and the batched CSV is byte-identical to ranking all queries at once,
-    with DBA, query expansion, an approximate index and identity ranking."""
+    with DBA + query expansion, an approximate index, and identity ranking. One embedder with a
+    cache serves every run, so the images are embedded once."""
     import reidkit
     from reidkit.runtime import infer
     from reidkit.runtime.search import RankOptions
 
-    kw = dict(options)
-    if "index" in kw:
-        kw["ranking"] = RankOptions(index=kw.pop("index"))
     events: list[str] = []
     for name in ("_rows", "identity_rows"):
         real = getattr(infer, name)
@@ -281,14 +278,19 @@ def test_folder_mode_streams_rows_in_query_batches(tmp_path, bundle, orl_split, 
         real_write(path, header, seen())
 
     monkeypatch.setattr(infer, "write_rows", write)
-    with reidkit.load_bundle(bundle).embedder("ort-cpu") as emb:
-        infer.run_folders(emb, orl_split / "query", orl_split / "gallery", tmp_path / "one.csv", top_k=5, by=by, progress=False, **kw)
-        assert events.count("rank") == 1
-        events.clear()
-        monkeypatch.setattr(infer, "QUERY_BATCH", 3)
-        summary = infer.run_folders(emb, orl_split / "query", orl_split / "gallery", tmp_path / "batched.csv", top_k=5, by=by,
-                                    progress=False, **kw)
-    assert events.count("rank") == 4  # 10 queries in batches of 3
-    assert events.index("write") < len(events) - 1 - events[::-1].index("rank")  # written before the last batch was ranked
-    assert (tmp_path / "batched.csv").read_bytes() == (tmp_path / "one.csv").read_bytes()
-    assert summary.rows == 50
+    cases = [("image", {"qe": 1, "dba": 2}), ("image", {"ranking": RankOptions(index="hnsw")}), ("identity", {"dba": 2})]
+    with reidkit.load_bundle(bundle).embedder("ort-cpu", cache=tmp_path / "cache.sqlite") as emb:
+        for n, (by, kw) in enumerate(cases):
+            run = lambda out: infer.run_folders(emb, orl_split / "query", orl_split / "gallery", out, top_k=5, by=by,  # noqa: E731
+                                                progress=False, **kw)
+            monkeypatch.setattr(infer, "QUERY_BATCH", 2048)
+            events.clear()
+            run(tmp_path / f"one{n}.csv")
+            assert events.count("rank") == 1
+            events.clear()
+            monkeypatch.setattr(infer, "QUERY_BATCH", 3)
+            summary = run(tmp_path / f"batched{n}.csv")
+            assert events.count("rank") == 4, by  # 10 queries in batches of 3
+            assert events.index("write") < len(events) - 1 - events[::-1].index("rank")  # written before the last batch was ranked
+            assert (tmp_path / f"batched{n}.csv").read_bytes() == (tmp_path / f"one{n}.csv").read_bytes(), (by, kw)
+            assert summary.rows == 50
