@@ -119,7 +119,7 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     with atomic_write(args.out / f"{stem}.json", "w", encoding="utf-8") as fh:
         json.dump(report, fh, indent=2)
-    recipe = " ".join(f"{k}={v}" for k, v in {**RECIPE, **overrides}.items()) + (
+    recipe = " ".join(f"{k}={v}" for k, v in {**RECIPE, **overrides, **({"data": DEV_TRAIN} if args.dev else {})}.items()) + (
         f" (changed from reidkit.demo RECIPE: {', '.join(f'{k}={v}' for k, v in overrides.items())})" if overrides else "")
     split = ("Development split: trained on s1-s20, scored on s21-s30 (s31-s40 untouched)." if args.dev else
              "Trained on s1-s30 only, the last epoch kept; scored on the unseen s31-s40 through reid-export, reid-infer "
