@@ -275,7 +275,7 @@ def test_folder_mode_streams_rows_in_query_batches(tmp_path, bundle, orl_split, 
             for r in rows:
                 events.append("write")
                 yield r
-        real_write(path, header, seen())
+        return real_write(path, header, seen())
 
     monkeypatch.setattr(infer, "write_rows", write)
     cases = [("image", {"qe": 1, "dba": 2}), ("image", {"ranking": RankOptions(index="hnsw")}), ("identity", {"dba": 2})]

@@ -8,6 +8,7 @@ atomically.
 from __future__ import annotations
 
 import csv
+import itertools
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -42,9 +43,12 @@ def read_rows(path: str | Path, required: Sequence[str]) -> list[dict[str, str]]
         raise ReidkitError(f"{path}: malformed CSV ({exc})") from None
 
 
-def write_rows(path: str | Path, header: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
-    """Write a CSV atomically; the csv module quotes ids that would break the format."""
+def write_rows(path: str | Path, header: Sequence[str], rows: Iterable[Sequence[object]]) -> int:
+    """Write a CSV atomically and return how many rows (header excluded) it holds; ``rows``
+    may be a generator that streams them. The csv module quotes ids that would break the format."""
+    counter = itertools.count()
     with atomic_write(path, "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh, quoting=csv.QUOTE_MINIMAL, lineterminator="\n")
         w.writerow(header)
-        w.writerows(rows)
+        w.writerows(row for row, _ in zip(rows, counter))
+    return next(counter)

@@ -139,15 +139,7 @@ def run_folders(embedder: ImageEmbedder, query: Path, gallery: Path, out: Path, 
         idents = folder_identities(gids, gallery) if by == "identity" else None
         rows = _ranked_rows(emb.vectors[grow], emb.vectors[qrow], top_k, self_idx, qe, dba, qids, gids, idents, aggregate, ranking,
                             [emb.keys[r] for r in grow.tolist()])
-    n_rows = 0
-
-    def counted() -> Iterator[tuple[str, ...]]:
-        nonlocal n_rows
-        for row in rows:
-            n_rows += 1
-            yield row
-
-    write_rows(out, IDENTITY_HEADER if by == "identity" else HEADER, counted())
+    n_rows = write_rows(out, IDENTITY_HEADER if by == "identity" else HEADER, rows)
     t2 = time.perf_counter()
     if embeddings_out:
         rel = {p.resolve(): f"gallery/{p.relative_to(gallery).as_posix()}" for p in gpaths}
@@ -174,10 +166,7 @@ def run_scenarios(embedder: ImageEmbedder, scenarios_csv: Path, metadata_csv: Pa
     emb = embedder.embed([meta.paths[i] for i in needed], progress=progress)
     t1 = time.perf_counter()
     row_of = dict(zip(needed, emb.rows_of(range(len(needed))).tolist()))
-    n_rows = 0
-
-    def rows():  # type: ignore[no-untyped-def]
-        nonlocal n_rows
+    def rows() -> Iterator[tuple[str, ...]]:
         for sc in scenarios:
             db = [d for d in sc.database if row_of[d] >= 0]
             qs = [(q, img) for q, img in sc.queries if row_of[img] >= 0]
@@ -190,11 +179,9 @@ def run_scenarios(embedder: ImageEmbedder, scenarios_csv: Path, metadata_csv: Pa
             idents = [meta.whale_id[d] for d in db] if by == "identity" else None
             part = _ranked_rows(G, Q, top_k, self_idx, qe, dba, [q for q, _ in qs], db, idents, aggregate, ranking,
                                 [emb.keys[row_of[d]] for d in db])
-            for row in part:
-                n_rows += 1
-                yield row
+            yield from part
 
-    write_rows(out, IDENTITY_HEADER if by == "identity" else HEADER, rows())
+    n_rows = write_rows(out, IDENTITY_HEADER if by == "identity" else HEADER, rows())
     t2 = time.perf_counter()
     if embeddings_out:
         write_embeddings(embeddings_out, needed, emb)

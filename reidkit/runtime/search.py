@@ -75,4 +75,3 @@ def gallery_ranker(opts: RankOptions | None, gallery: np.ndarray, k: int, qe: in
         raise ReidkitError("--dba needs the exact search of the whole gallery; drop --dba, or use --index exact without --index-file/--rerank")
     index = open_or_build(opts.index_file, gallery, list(keys), opts.bundle_key, opts.index)
     return lambda queries, self_index: rank_indexed(index, gallery, queries, k, self_index, qe, opts.rerank)
-
