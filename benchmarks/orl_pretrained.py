@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 BIN = Path(sys.executable).parent
 
 from reidkit.atomic import atomic_write  # noqa: E402
-from reidkit.demo import RECIPE, prepare, train_config  # noqa: E402
+from reidkit.demo import RECIPE, UNSEEN, prepare, train_config  # noqa: E402
 
 
 def child_cpu() -> float:
@@ -55,14 +55,14 @@ DEV_TRAIN, DEV_SCORED = "orl:1-20", range(21, 31)  # --dev: the recipe is chosen
 
 def one_seed(work: Path, backbone: str, size: str, seed: int, overrides: dict[str, str], dev: bool = False) -> dict:
     """Train, export, rank and score one seed; the result is kept in work/seedN/result.json, so
-    seeds can run as parallel processes sharing --work and a last call only writes the report."""
+    seeds can run as parallel processes sharing --work and a last call only writes the report.
+    ``overrides`` carries the training data of a --dev run (DEV_TRAIN)."""
     d = work / f"seed{seed}"
     if (d / "result.json").exists():
         return json.loads((d / "result.json").read_text())
     d.mkdir(parents=True, exist_ok=True)
-    prepare(d / "data", DEV_SCORED) if dev else prepare(d / "data")
-    (d / "train.toml").write_text(train_config(members=[(backbone, size, seed, "m.safetensors")],
-                                               overrides={**overrides, **({"data": DEV_TRAIN} if dev else {})}))
+    prepare(d / "data", DEV_SCORED if dev else UNSEEN)
+    (d / "train.toml").write_text(train_config(members=[(backbone, size, seed, "m.safetensors")], overrides=overrides))
     train_wall, train_cpu = sh("reid-train", "--config", d / "train.toml")
     sh("reid-export", d / "m.safetensors", "-o", d / "bundle", "--overwrite")
     wd = d / "data" / "whaledo"
@@ -100,13 +100,14 @@ def main() -> int:
     overrides = dict(kv.split("=", 1) for kv in args.set)
     if "data" in overrides:  # any other reid-train config key may be set; reid-train refuses unknown ones
         ap.error("--set: the data stays s1-s30 (or s1-s20 with --dev)")
+    trained = {**overrides, **({"data": DEV_TRAIN} if args.dev else {})}  # what the members are trained with
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
         runs = []
         for seed in args.seeds:
             scored = "s21-s30 (dev)" if args.dev else "s31-s40"
             print(f"seed {seed}: training, exporting, ranking {scored}", flush=True)
-            runs.append(one_seed(work, args.backbone, args.image_size, seed, overrides, args.dev))
+            runs.append(one_seed(work, args.backbone, args.image_size, seed, trained, args.dev))
             print(f"  mAP@20 {runs[-1]['scores']}", flush=True)
     if args.no_report:
         return 0
@@ -115,11 +116,11 @@ def main() -> int:
     date = dt.date.today().isoformat()
     stem = f"orl-{'dev-' if args.dev else ''}pretrained-{args.backbone}-{args.image_size}" + "".join(f"-{k}{v}" for k, v in overrides.items()) + f"-{date}"
     report = {"created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "machine": platform.processor() or platform.machine(),
-              "backbone": args.backbone, "image_size": args.image_size, "dev": args.dev, "recipe": {**RECIPE, **overrides}, "changed_from_recipe": overrides, "runs": runs, "spread": spread}
+              "backbone": args.backbone, "image_size": args.image_size, "dev": args.dev, "recipe": {**RECIPE, **trained}, "changed_from_recipe": overrides, "runs": runs, "spread": spread}
     args.out.mkdir(parents=True, exist_ok=True)
     with atomic_write(args.out / f"{stem}.json", "w", encoding="utf-8") as fh:
         json.dump(report, fh, indent=2)
-    recipe = " ".join(f"{k}={v}" for k, v in {**RECIPE, **overrides, **({"data": DEV_TRAIN} if args.dev else {})}.items()) + (
+    recipe = " ".join(f"{k}={v}" for k, v in {**RECIPE, **trained}.items()) + (
         f" (changed from reidkit.demo RECIPE: {', '.join(f'{k}={v}' for k, v in overrides.items())})" if overrides else "")
     split = ("Development split: trained on s1-s20, scored on s21-s30 (s31-s40 untouched)." if args.dev else
              "Trained on s1-s30 only, the last epoch kept; scored on the unseen s31-s40 through reid-export, reid-infer "
