@@ -72,6 +72,13 @@ def cpu_info() -> dict[str, object]:
     return info
 
 
+def gpu_info() -> dict[str, str]:
+    """The GPU as its driver names it (nvidia-smi), for the report's device line."""
+    q = sh("nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader").stdout.splitlines()[0]
+    name, driver, mem = (x.strip() for x in q.split(","))
+    return {"name": name, "driver": driver, "memory": mem}
+
+
 def measured_peak_gflops(size: int = 2048, repeats: int = 5) -> float:
     """fp32 FLOP/s this machine really delivers: the best of a few SGEMMs on all cores.
 
@@ -183,6 +190,8 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--ensemble", type=Path, default=ROOT / "demo_out" / "ensemble.toml")
     ap.add_argument("--tag", default="", help="Suffix for the report's file names, e.g. the ensemble's name.")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                    help="cuda: the baseline on the GPU and every reid-infer engine that runs on one (reports headline-gpu-*)")
     ap.add_argument("--int8-timeout", type=float, default=None,
                     help="Seconds the INT8 export may take; past it the INT8 columns are reported as failed.")
     args = ap.parse_args()
@@ -198,18 +207,20 @@ def main() -> int:
     if not (data / "metadata.csv").exists():
         sh(BIN / "reid-synth", data, "--images", str(args.images), "--identities", str(max(2, args.images // 10)),
            "--scenarios", str(args.scenarios), "--seed", "7", "--overwrite")
-    # reid-infer runs, name -> (backend, precision), from the backend table: every CPU engine installed here, at fp32 and
-    # int8 where it runs them (FP16 brings no gain on these CPUs), plus what --backend auto picks
+    # reid-infer runs, name -> (backend, precision), from the backend table: every engine for this device installed here, plus
+    # what --backend auto picks. On a CPU fp32 and int8 (FP16 brings no gain on these CPUs); on a GPU fp32 and fp16 (its
+    # tensor cores; an int8 QDQ graph is no faster on onnxruntime CUDA, and TensorRT engines are fp16).
     from reidkit.runtime.backends.registry import BACKENDS
     from reidkit.runtime.bundle_format import artefact_for
 
     variants: dict[str, tuple[str, str]] = {}
     for spec in BACKENDS.values():
         why = spec.why_unavailable()
-        if spec.device != "cpu" or why:
-            print(f"{spec.name}: {why or 'not a CPU engine'}; its columns are left out", flush=True)
+        if spec.device != args.device or why:
+            print(f"{spec.name}: {why or f'not a {args.device} engine'}; its columns are left out", flush=True)
             continue
-        variants.update({f"reidkit_{spec.name}_{p}": (spec.name, p) for p in spec.precisions if p != "fp16"})
+        skip = "fp16" if args.device == "cpu" else "int8"
+        variants.update({f"reidkit_{spec.name}_{p}": (spec.name, p) for p in spec.precisions if p != skip})
     variants["reidkit_auto_fp32"] = ("auto", "fp32")
     # each optional artefact is gated on its own: one that fails is reported, the others are kept
     optional: dict[str, list[str]] = {}
@@ -226,7 +237,7 @@ def main() -> int:
     for r in range(args.repeats):
         print(f"round {r + 1}/{args.repeats}: seed-style baseline", flush=True)
         wall, out = timed(sys.executable, ROOT / "benchmarks" / "seed_baseline.py", *ckpts, "--scenarios", scen, "--metadata", meta,
-                          "--out", work / "seed_sub.csv")
+                          "--out", work / "seed_sub.csv", "--device", args.device)
         runs["seed"].append({"wall": wall, **json.loads(out.strip().splitlines()[-1])})
         for name, (backend, precision) in variants.items():
             if name in failed:
@@ -242,7 +253,7 @@ def main() -> int:
             rep = json.loads((work / f"{name}_run.json").read_text())
             if backend == "auto":
                 chosen[name] = rep["backend_reason"]
-            runs[name].append({"wall": wall, "images": rep["images"], "embed": rep["embed_seconds"], "rank": rep["rank_seconds"],
+            runs[name].append({"wall": wall, "images": rep["images"], "embed": rep["embed_seconds"], "infer": rep["infer_seconds"], "rank": rep["rank_seconds"],
                                "total": rep["seconds"]})
     runs = {k: v for k, v in runs.items() if k not in failed}
     ok = [k for k in variants if k not in failed]
@@ -251,6 +262,7 @@ def main() -> int:
     maps = {k: map20(work / f"{k}_sub.csv", data / "labels.csv") for k in runs}
     cpu = cpu_info()
     cpu["measured_peak_gflops"] = measured_peak_gflops()
+    gpu = gpu_info() if args.device == "cuda" else None
     gflops = ensemble_gflops(ckpts)
     n = int(runs[ok[0]][0]["images"])  # the same images every round (a median of an even count would print 2000.0)
     cores = cpu.get("cores") or 1
@@ -264,7 +276,7 @@ def main() -> int:
     floor = n * gflops / cpu["measured_peak_gflops"] + n * dec / cores  # type: ignore[operator]
     speedup = {k: med["seed"]["wall"] / med[k]["wall"] for k in ok}
     report = {
-        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "device": "CPU", "cpu": cpu,
+        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "device": "GPU" if gpu else "CPU", "gpu": gpu, "cpu": cpu,
         "data": {"images": n, "scenarios": args.scenarios, "source": f"reid-synth --images {args.images} --seed 7"},
         "ensemble": [str(c.name) for c in ckpts], "ensemble_gflops_per_image_with_flip": gflops,
         "runs": runs, "median": med, "speedup_wall": speedup, "agreement": agree, "map20": maps,
@@ -285,7 +297,8 @@ def main() -> int:
 
     md = [
         f"# reid-infer vs the seed-style baseline ({report['created_at']})", "",
-        f"Device: CPU, {cpu.get('model', '?')}, {cpu.get('cores')} cores ({cpu.get('isa', '?')}). "
+        (f"Device: GPU, {gpu['name']} ({gpu['memory']}, driver {gpu['driver']}); host CPU {cpu.get('model', '?')}, {cpu.get('cores')} cores. "
+         if gpu else f"Device: CPU, {cpu.get('model', '?')}, {cpu.get('cores')} cores ({cpu.get('isa', '?')}). ") +
         f"Data: {n} reid-synth Whale-do images, {args.scenarios} scenarios. Ensemble: {', '.join(report['ensemble'])} "
         f"({gflops:.2f} GFLOP per image with the flip). Median of {args.repeats} interleaved rounds; processes timed from launch.", "",
         "| stage | seed-style baseline (s) | " + " | ".join(f"reid-infer {variants[c][0]} {variants[c][1]} (s)" for c in cols) + " |",
@@ -293,6 +306,7 @@ def main() -> int:
         row("start-up and imports", f"{s['import']:.2f}", lambda c: "(in total)"),
         row("decode + resize", f"{s['decode']:.2f}", lambda c: "overlapped"),
         row("embed", f"{s['embed']:.2f}", lambda c: f"{med[c]['embed']:.2f}"),
+        row("of which in the engines", "-", lambda c: f"{med[c]['infer']:.2f}"),
         row("rank", f"{s['rank']:.2f}", lambda c: f"{med[c]['rank']:.2f}"),
         row("**total, wall**", f"**{s['wall']:.2f}**", lambda c: f"**{med[c]['wall']:.2f}**", why=True),
         row("images/s", f"{ips['seed']:.1f}", lambda c: f"{ips[c]:.1f}"),
@@ -302,6 +316,9 @@ def main() -> int:
         row("max score difference", "-", lambda c: f"{agree[c]['max_score_diff']:.2e}"),
         row("mAP@20", f"{maps['seed']:.4f}", lambda c: f"{maps[c]:.4f}"), "",
         *[f"`--backend auto` chose: {why}." for why in sorted(set(chosen.values()))], "",
+    ]
+    if not gpu:  # the SGEMM floor below describes CPU engines only
+        md.append(
         f"Ceiling: a {cores}-core SGEMM here runs at {cpu['measured_peak_gflops']:.0f} GFLOP/s fp32 (nominal "
         f"{cpu.get('peak_gflops', float('nan')):.0f}: {cores} cores x {cpu.get('ghz', 0):.2f} GHz base x {cpu.get('fp32_flops_per_cycle')} FLOP/cycle), "
         f"so the networks alone could run at most ~{ceiling:.0f} images/s in fp32. Decoding and resizing, which must give training's "
@@ -309,15 +326,14 @@ def main() -> int:
         f"these {n} images on {cores} cores that computes every convolution as a matrix product (onnxruntime, OpenVINO), i.e. at best "
         f"**{med['seed']['wall'] / floor:.2f}x** the baseline. MNN computes 3x3 convolutions with Winograd transforms, fewer "
         f"multiplications for the same result, so that floor does not bind it. The fastest reid-infer fp32 run ({variants[best][0]}, "
-        f"{med[best]['wall']:.2f} s) takes {med[best]['wall'] / floor:.2f}x the floor. Below fp32 the lever is fewer bits (INT8), at the agreement shown.",
-    ]
+        f"{med[best]['wall']:.2f} s) takes {med[best]['wall'] / floor:.2f}x the floor. Below fp32 the lever is fewer bits (INT8), at the agreement shown.")
     args.out.mkdir(parents=True, exist_ok=True)
-    stamp = dt.date.today().isoformat() + (f"-{args.tag}" if args.tag else "")
+    stamp = ("gpu-" if gpu else "cpu-") + dt.date.today().isoformat() + (f"-{args.tag}" if args.tag else "")
     from reidkit.atomic import atomic_write
 
-    with atomic_write(args.out / f"headline-cpu-{stamp}.md", "w", encoding="utf-8") as fh:
+    with atomic_write(args.out / f"headline-{stamp}.md", "w", encoding="utf-8") as fh:
         fh.write("\n".join(md) + "\n")
-    with atomic_write(args.out / f"headline-cpu-{stamp}.json", "w", encoding="utf-8") as fh:
+    with atomic_write(args.out / f"headline-{stamp}.json", "w", encoding="utf-8") as fh:
         fh.write(json.dumps(report, indent=2) + "\n")
     print("\n".join(md))
     return 0

@@ -6,7 +6,7 @@ embeddings concatenated; then, per query, a cosine over its scenario's database 
 with pandas and cut at 20. It shares reidkit's decode and resize (so both see the same
 pixels) and nothing else.
 
-Usage: python benchmarks/seed_baseline.py --scenarios S --metadata M --out sub.csv CKPT...
+Usage: python benchmarks/seed_baseline.py --scenarios S --metadata M --out sub.csv [--device cuda] CKPT...
 Prints one JSON line with the stage timings.
 """
 
@@ -27,6 +27,7 @@ def main() -> None:
     ap.add_argument("--out", required=True, type=Path)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="cuda: the models and batches on the GPU, as the seeds ran")
     args = ap.parse_args()
 
     import numpy as np
@@ -55,7 +56,7 @@ def main() -> None:
     decode = embed = 0.0
     parts = []
     for ckpt in args.checkpoints:
-        model, _ = load_member(ckpt)
+        model, _ = load_member(ckpt, args.device)
         h, w = model.net.cfg.input_size
         loader = torch.utils.data.DataLoader(ImageSet(h, w, ResizePolicy.from_dict(model.net.cfg.resize)),
                                              batch_size=args.batch_size, num_workers=args.workers)
@@ -65,8 +66,9 @@ def main() -> None:
             for x in loader:
                 t1 = time.perf_counter()
                 decode += t1 - t
+                x = x.to(args.device)
                 e = model(x) + model(torch.flip(x, dims=[2]))  # second pass for the flipped image
-                out.append(torch.nn.functional.normalize(e, dim=1).numpy())
+                out.append(torch.nn.functional.normalize(e, dim=1).cpu().numpy())
                 t = time.perf_counter()
                 embed += t - t1
         parts.append(np.concatenate(out))

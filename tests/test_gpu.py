@@ -16,7 +16,48 @@ def test_ort_cuda_matches_ort_cpu(bundle):
         pytest.skip("onnxruntime-gpu is not installed in this environment")
     m = load_bundle(bundle).members[0]
     x = np.random.default_rng(0).integers(0, 256, (16, m.height, m.width, 3), dtype=np.uint8)
-    assert np.allclose(OrtBackend(m.onnx, "cuda").run(x), OrtBackend(m.onnx, "cpu").run(x), atol=1e-4)
+    cuda = OrtBackend(m.onnx, "cuda")
+    assert cuda.session.get_providers()[0] == "CUDAExecutionProvider"  # not a quiet fallback to the CPU
+    assert np.allclose(cuda.run(x), OrtBackend(m.onnx, "cpu").run(x), atol=1e-4)
+
+
+def _scores(path):
+    import csv
+
+    with open(path, newline="") as fh:
+        return {(r["query_id"], r["database_image_id"]): float(r["score"]) for r in csv.DictReader(fh)}
+
+
+def _assert_ranks_alike(a_csv, b_csv, tol):
+    a, b = _scores(a_csv), _scores(b_csv)
+    both = a.keys() & b.keys()
+    assert len(both) / len(b) > 0.95 and max(abs(a[k] - b[k]) for k in both) < tol
+
+
+@pytest.mark.gpu
+def test_auto_on_a_gpu_without_engines_runs_onnxruntime_cuda_and_ranks_like_the_cpu(tmp_path, bundle, orl_split):
+    q, g = orl_split / "query", orl_split / "gallery"
+    res = cli("reid-infer", "--model", bundle, "--query", q, "--gallery", g, "-o", tmp_path / "auto.csv")
+    assert "engine: ort-cuda fp32" in res.stdout
+    res16 = cli("reid-infer", "--model", bundle, "--query", q, "--gallery", g, "-o", tmp_path / "fp16.csv", "--backend", "ort-cuda",
+                "--precision", "fp16")
+    assert "engine: ort-cuda fp16" in res16.stdout
+    cli("reid-infer", "--model", bundle, "--query", q, "--gallery", g, "-o", tmp_path / "cpu.csv", "--backend", "ort-cpu")
+    _assert_ranks_alike(tmp_path / "auto.csv", tmp_path / "cpu.csv", 1e-4)
+    _assert_ranks_alike(tmp_path / "fp16.csv", tmp_path / "cpu.csv", 5e-3)
+
+
+@pytest.mark.gpu
+def test_training_on_cuda_resumes_and_exports_through_the_parity_gate(tmp_path, synth):
+    """AMP and channels_last on the GPU: the checkpoint must still load on the CPU and match its ONNX."""
+    from reidkit.checkpoint_meta import read_member_metadata
+
+    args = ["--data", synth / "metadata.csv", "--backbone", "resnet10t", "--image-size", "64x32", "--embedding-dim", "16",
+            "--batch-size", "32", "--device", "cuda", "--out", tmp_path / "g.safetensors"]
+    cli("reid-train", *args, "--epochs", "2")
+    cli("reid-train", *args, "--epochs", "3", "--resume")
+    assert len(read_member_metadata(tmp_path / "g.safetensors")["training"]["history"]) == 3
+    cli("reid-export", tmp_path / "g.safetensors", "-o", tmp_path / "b")
 
 
 @pytest.mark.gpu
@@ -29,8 +70,4 @@ def test_real_tensorrt_engine_passes_parity_and_ranks_like_onnxruntime(tmp_path,
     res = cli("reid-infer", "--model", tmp_path / "b", "--query", q, "--gallery", g, "-o", tmp_path / "trt.csv", "--backend", "trt")
     assert "engine: trt" in res.stdout
     cli("reid-infer", "--model", tmp_path / "b", "--query", q, "--gallery", g, "-o", tmp_path / "cpu.csv", "--backend", "ort-cpu")
-    import csv
-
-    read = lambda p: {(r["query_id"], r["database_image_id"]): float(r["score"]) for r in csv.DictReader(open(p))}  # noqa: E731
-    a, b = read(tmp_path / "trt.csv"), read(tmp_path / "cpu.csv")
-    assert len(a.keys() & b.keys()) / len(b) > 0.95 and max(abs(a[k] - b[k]) for k in a.keys() & b.keys()) < 5e-3
+    _assert_ranks_alike(tmp_path / "trt.csv", tmp_path / "cpu.csv", 5e-3)

@@ -37,6 +37,19 @@ def test_subcenter_arcface_applies_the_margin_to_the_target_only():
     assert torch.allclose(cos, torch.einsum("bd,ckd->bck", e, w).amax(2), atol=1e-6)
 
 
+def test_margin_head_stays_float32_under_autocast():
+    """Mixed precision (CUDA trains under autocast) must not reach the margin arithmetic: on an
+    H100 the fp16 cosines broke the scatter of the float32 margins. CPU autocast (bfloat16)
+    takes the same path here."""
+    torch.manual_seed(0)
+    head = MarginHead(HeadConfig(kind="subcenter_arcface", s=10.0, k=2), 8, [3, 3, 3])
+    emb, y = torch.randn(4, 8), torch.tensor([0, 1, 2, 0])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = head(emb.bfloat16(), y)
+    assert mixed.dtype == torch.float32
+    assert torch.allclose(mixed, head(emb.bfloat16().float(), y), atol=1e-6)
+
+
 def test_cosface_and_focal():
     head = MarginHead(HeadConfig(kind="cosface", s=5.0, margin=0.3), 4, [2, 2])
     emb, y = torch.randn(3, 4), torch.tensor([0, 1, 0])

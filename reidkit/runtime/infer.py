@@ -48,6 +48,8 @@ class RunSummary:
     backend: str
     rows: int
     backend_reason: str = ""
+    infer_seconds: float = 0.0  # inside the engines, of embed_seconds; the rest waited on decoding or ran the cache
+    decode_cpu_seconds: float = 0.0  # summed over the decode threads, so it can exceed embed_seconds
 
     def line(self) -> str:
         ips = self.images / self.seconds if self.seconds else float("nan")
@@ -103,7 +105,7 @@ def _ranked_rows(G: np.ndarray, Q: np.ndarray, top_k: int, self_idx: np.ndarray,
 
 def _summary(embedder: ImageEmbedder, emb: Embeddings, t: tuple[float, float, float], rows: int) -> RunSummary:
     return RunSummary(emb.stats.images, emb.stats.embedded, emb.stats.from_cache, emb.skipped, t[2] - t[0], t[1] - t[0], t[2] - t[1],
-                      embedder.label, rows, embedder.reason)
+                      embedder.label, rows, embedder.reason, emb.stats.infer_seconds, emb.stats.decode_seconds)
 
 
 def run_folders(embedder: ImageEmbedder, query: Path, gallery: Path, out: Path, top_k: int = 20, qe: int = 0, dba: int = 0,

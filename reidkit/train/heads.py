@@ -60,8 +60,16 @@ class MarginHead(nn.Module):
         return cos
 
     def forward(self, emb: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Scaled logits with the target class's margin applied."""
-        cos = self.cosine(emb.float()).clamp(-1 + 1e-7, 1 - 1e-7)
+        """Scaled logits with the target class's margin applied.
+
+        Always float32, autocast or not: a margin of a few hundredths on cosines near 1 is lost
+        in fp16, and under CUDA autocast the linear layer would hand back fp16 cosines that the
+        float32 margins cannot be scattered into (found on an H100, 2026-11-23)."""
+        with torch.autocast(emb.device.type, enabled=False):
+            return self._logits(emb.float(), labels)
+
+    def _logits(self, emb: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        cos = self.cosine(emb).clamp(-1 + 1e-7, 1 - 1e-7)
         m = self.margins[labels]  # type: ignore[index]  # a registered buffer (Tensor), typed by nn.Module as Tensor | Module
         target = cos.gather(1, labels[:, None]).squeeze(1)
         if self.cfg.kind == "cosface":

@@ -39,11 +39,20 @@ class OrtBackend:
         if device == "cuda":
             if not cuda_provider_usable():
                 raise MissingDependencyError("--backend ort-cuda needs onnxruntime-gpu and an NVIDIA GPU; use --backend ort-cpu")
+            if hasattr(ort, "preload_dlls"):
+                # CUDA and cuDNN installed as pip packages (nvidia-*-cu13) are not on the loader's path;
+                # without this the CUDA provider fails to load and onnxruntime quietly runs on the CPU.
+                ort.preload_dlls(directory="")
             providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
         else:
             providers = ["CPUExecutionProvider"]
         self.name = f"ort-{device}"
         self.session = ort.InferenceSession(str(onnx_path), sess_options=so, providers=providers)
+        if device == "cuda" and self.session.get_providers()[0] != "CUDAExecutionProvider":
+            # onnxruntime falls back to the CPU with only a log line; a run the user asked to put on the GPU must not.
+            raise MissingDependencyError(f"{onnx_path}: onnxruntime could not start its CUDA provider (CUDA or cuDNN libraries "
+                                         f"missing or of another version; pip install 'onnxruntime-gpu[cuda,cudnn]'); "
+                                         f"use --backend ort-cpu")
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run(["embedding"], {"images": np.ascontiguousarray(batch)})[0]
