@@ -294,3 +294,27 @@ def test_folder_mode_streams_rows_in_query_batches(tmp_path, bundle, orl_split, 
             assert events.index("write") < len(events) - 1 - events[::-1].index("rank")  # written before the last batch was ranked
             assert (tmp_path / f"batched{n}.csv").read_bytes() == (tmp_path / f"one{n}.csv").read_bytes(), (by, kw)
             assert summary.rows == 50
+
+
+def test_padded_batches_keep_one_shape_and_give_the_same_rows(bundle):
+    """onnxruntime CUDA pads a short batch to the largest it has run (a new shape costs a cuDNN
+    algorithm choice per member); the padding must never reach the rows it returns. The same
+    code path runs here on the CPU provider."""
+    from reidkit.runtime.backends.ort import OrtBackend
+    from reidkit.runtime.bundle import load_bundle
+
+    m = load_bundle(bundle).members[0]
+    x = np.random.default_rng(1).integers(0, 256, (11, m.height, m.width, 3), dtype=np.uint8)
+    padded = OrtBackend(m.onnx, "cpu", pad_batches=True)
+    assert not OrtBackend(m.onnx, "cpu").pad_batches  # the CPU default: no wasted work
+    shapes, real = [], padded.session
+
+    class Spy:
+        def run(self, names, feeds):
+            shapes.append(feeds["images"].shape[0])
+            return real.run(names, feeds)
+
+    padded.session = Spy()
+    out = np.concatenate([padded.run(x[:8]), padded.run(x[8:])])
+    assert shapes == [8, 8] and out.shape[0] == 11
+    assert np.allclose(out, OrtBackend(m.onnx, "cpu").run(x), atol=1e-5)

@@ -25,8 +25,17 @@ def cuda_provider_usable() -> bool:
     return "CUDAExecutionProvider" in _ort().get_available_providers() and bool(detect_gpus())
 
 
+# Measured on an H100 (benchmarks/results/gpu/ort-cuda-options-h100.md): the provider's default
+# EXHAUSTIVE search cost 1-5 s per member per new batch shape, most of a reid-infer run, for the
+# same steady speed as HEURISTIC; TF32 moves fp32 embeddings by ~4e-4 (beyond the fp32
+# tolerance) for ~16%; NHWC ran 3x slower on these depthwise networks.
+CUDA_OPTIONS = {"cudnn_conv_algo_search": "HEURISTIC", "use_tf32": "0", "prefer_nhwc": "0"}
+
+
 class OrtBackend:
-    def __init__(self, onnx_path: str | Path, device: str = "cpu", threads: int | None = None) -> None:
+    def __init__(self, onnx_path: str | Path, device: str = "cpu", threads: int | None = None, pad_batches: bool | None = None) -> None:
+        """``pad_batches`` (default: on CUDA) runs a short final batch padded to the largest
+        batch seen, so the GPU never meets a new shape (each costs a cuDNN algorithm choice)."""
         ort = _ort()
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -43,10 +52,12 @@ class OrtBackend:
                 # CUDA and cuDNN installed as pip packages (nvidia-*-cu13) are not on the loader's path;
                 # without this the CUDA provider fails to load and onnxruntime quietly runs on the CPU.
                 ort.preload_dlls(directory="")
-            providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+            providers = [("CUDAExecutionProvider", CUDA_OPTIONS), "CPUExecutionProvider"]
         else:
             providers = ["CPUExecutionProvider"]
         self.name = f"ort-{device}"
+        self.pad_batches = device == "cuda" if pad_batches is None else pad_batches
+        self._pad_to = 0
         self.session = ort.InferenceSession(str(onnx_path), sess_options=so, providers=providers)
         if device == "cuda" and self.session.get_providers()[0] != "CUDAExecutionProvider":
             # onnxruntime falls back to the CPU with only a log line; a run the user asked to put on the GPU must not.
@@ -55,4 +66,9 @@ class OrtBackend:
                                          f"use --backend ort-cpu")
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        return self.session.run(["embedding"], {"images": np.ascontiguousarray(batch)})[0]
+        n = len(batch)
+        if self.pad_batches:
+            self._pad_to = max(self._pad_to, n)
+            if n < self._pad_to:
+                batch = np.concatenate([batch, np.repeat(batch[-1:], self._pad_to - n, axis=0)])
+        return self.session.run(["embedding"], {"images": np.ascontiguousarray(batch)})[0][:n]
