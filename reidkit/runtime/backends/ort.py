@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -23,6 +24,15 @@ def cuda_provider_usable() -> bool:
     from reidkit.runtime.gpu import detect_gpus
 
     return "CUDAExecutionProvider" in _ort().get_available_providers() and bool(detect_gpus())
+
+
+@functools.cache
+def _preload_cuda_libraries() -> None:
+    """CUDA and cuDNN installed as pip packages (nvidia-*-cu13) are not on the loader's path;
+    without this the CUDA provider fails to load. Once per process, not once per member."""
+    ort = _ort()
+    if hasattr(ort, "preload_dlls"):
+        ort.preload_dlls(directory="")
 
 
 # Measured on an H100 (benchmarks/results/gpu/ort-cuda-options-h100.md): the provider's default
@@ -48,10 +58,7 @@ class OrtBackend:
         if device == "cuda":
             if not cuda_provider_usable():
                 raise MissingDependencyError("--backend ort-cuda needs onnxruntime-gpu and an NVIDIA GPU; use --backend ort-cpu")
-            if hasattr(ort, "preload_dlls"):
-                # CUDA and cuDNN installed as pip packages (nvidia-*-cu13) are not on the loader's path;
-                # without this the CUDA provider fails to load and onnxruntime quietly runs on the CPU.
-                ort.preload_dlls(directory="")
+            _preload_cuda_libraries()
             providers = [("CUDAExecutionProvider", CUDA_OPTIONS), "CPUExecutionProvider"]
         else:
             providers = ["CPUExecutionProvider"]
