@@ -34,25 +34,12 @@ def export_onnx(graph: ExportGraph, path: str | Path, opset: int = DEFAULT_OPSET
     out_dim = model.graph.output[0].type.tensor_type.shape.dim[1]
     out_dim.Clear()
     out_dim.dim_value = graph.output_dim
-    unique_node_names(model)
     onnx.save(model, str(path))
     try:
         onnx.checker.check_model(model, full_check=True)
     except onnx.checker.ValidationError as exc:
         raise ReidkitError(f"exported ONNX {path} fails onnx.checker: {exc}") from None
     _check_io(model, path, h, w, graph.output_dim)
-
-
-def unique_node_names(model) -> None:  # type: ignore[no-untyped-def]
-    """Suffix repeated node names. Some torch versions (2.11's TorchScript exporter, seen on the
-    fake-quantised INT8 twin) name two nodes alike, which onnxruntime 1.30 refuses as an invalid model."""
-    seen: dict[str, int] = {}
-    for node in model.graph.node:
-        if node.name in seen:
-            seen[node.name] += 1
-            node.name = f"{node.name}_{seen[node.name]}"
-        else:
-            seen[node.name] = 0
 
 
 def _check_io(model, path: str | Path, h: int, w: int, dim: int) -> None:
