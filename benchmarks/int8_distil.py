@@ -65,17 +65,18 @@ def sweep(args: argparse.Namespace) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     np.savez(out / f"{args.member.stem}.dev_ref.npz", **ref)
+    export_onnx(graph, out / f"{args.member.stem}.fp32.onnx")  # the --speed reference
     rows = []
     for steps, lr, learn in [(s, r, bool(g)) for s in args.steps for g in args.learn_ranges for r in args.lr]:
         t = time.perf_counter()
         student = distil_int8(graph, train, steps=steps, lr=lr, batch=args.batch, device=args.device,
-                              learn_ranges=learn, progress=False)
+                              learn_ranges=learn, fp32_depthwise=args.fp32_depthwise, progress=False)
         seconds = time.perf_counter() - t
         with torch.no_grad():
             got = {k: student(torch.from_numpy(v)).numpy() for k, v in dev.items()}
-        name = f"{args.member.stem}.s{steps}.lr{lr:g}" + (".lsq" if learn else "")
+        name = f"{args.member.stem}.s{steps}.lr{lr:g}" + (".lsq" if learn else "") + (".dwfp32" if args.fp32_depthwise else "")
         export_onnx(student, out / f"{name}.int8.onnx")  # type: ignore[arg-type]
-        row = {"member": args.member.name, "steps": steps, "lr": lr, "learn_ranges": learn, "batch": args.batch, "train_images": len(train),
+        row = {"member": args.member.name, "steps": steps, "lr": lr, "learn_ranges": learn, "fp32_depthwise": args.fp32_depthwise, "batch": args.batch, "train_images": len(train),
                "device": args.device, "seconds": round(seconds, 1),
                **{f"torch_{k}_{m}": round(v, 4) for k in dev for m, v in judge(ref[k], got[k]).items()}}
         rows.append(row)
@@ -107,6 +108,36 @@ def judge_dir(folder: Path) -> None:
     (folder / "engines.json").write_text(json.dumps(rows, indent=1))
 
 
+def speed_dir(folder: Path, rounds: int = 3, n: int = 64, batch: int = 32) -> None:
+    """OpenVINO ms/img of each INT8 ONNX against its member's fp32 ONNX, interleaved rounds, best of each."""
+    import openvino as ov
+
+    from reidkit.data.synth import sample_images
+    from reidkit.export.parity import batch_for
+    from reidkit.imaging import ResizePolicy
+
+    core = ov.Core()
+    files = sorted(folder.glob("*.fp32.onnx")) + sorted(folder.glob("*.int8.onnx"))
+    compiled, inputs = {}, {}
+    for f in files:
+        compiled[f.name] = core.compile_model(str(f), "CPU", {"INFERENCE_NUM_THREADS": 0})
+        h, w = compiled[f.name].input(0).get_partial_shape().to_shape()[1:3] if compiled[f.name].input(0).get_partial_shape().is_static \
+            else [int(d.get_length()) for d in compiled[f.name].input(0).get_partial_shape()[1:3]]
+        inputs[f.name] = batch_for(sample_images(n, seed=9), h, w, ResizePolicy())
+    best = {k: float("inf") for k in compiled}
+    for _ in range(rounds):
+        for k, model in compiled.items():
+            x = inputs[k]
+            t = time.perf_counter()
+            for i in range(0, n, batch):
+                model(x[i:i + batch])
+            best[k] = min(best[k], (time.perf_counter() - t) * 1000 / n)
+    rows = [{"file": k, "openvino_ms_per_img": round(v, 2)} for k, v in best.items()]
+    for r in rows:
+        print(json.dumps(r), flush=True)
+    (folder / "speed.json").write_text(json.dumps(rows, indent=1))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--member", type=Path)
@@ -115,13 +146,17 @@ def main() -> None:
     p.add_argument("--lr", type=float, nargs="+", default=[2e-5])
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--learn-ranges", type=int, nargs="+", default=[0], help="0: min/max ranges fixed; 1: LSQ-trained")
+    p.add_argument("--fp32-depthwise", action="store_true", help="keep the depthwise convolutions fp32")
     p.add_argument("--device", default="cpu")
     p.add_argument("--dev-whales", type=int, default=200)
     p.add_argument("--out", type=Path, default=Path("int8_sweep"))
     p.add_argument("--judge", type=Path, help="judge the INT8 ONNX files in this folder on the CPU engines, then stop")
+    p.add_argument("--speed", type=Path, help="time OpenVINO on the fp32 and INT8 ONNX files in this folder, then stop")
     a = p.parse_args()
     if a.judge:
         judge_dir(a.judge)
+    elif a.speed:
+        speed_dir(a.speed)
     else:
         sweep(a)
 

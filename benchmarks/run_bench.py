@@ -15,6 +15,7 @@ import datetime as dt
 import json
 import os
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
@@ -134,20 +135,23 @@ def last_line(text: str | None) -> str:
     return lines[-1] if lines else "no message"
 
 
-def export_bundle(ensemble: Path, bundle: Path, optional: list[str], int8_timeout: float | None = None) -> dict[str, str]:
+def export_bundle(ensemble: Path, bundle: Path, optional: list[str], int8_timeout: float | None = None,
+                  int8_args: list[str] | None = None) -> dict[str, str]:
     """Export fp32 plus the ``optional`` artefacts (--int8, --mnn); returns {flag: why it failed}.
 
     One export with everything is the common case. When it fails (a parity gate refuses an
     artefact, or a converter breaks), each optional flag is tried on its own, so a failing
     variant costs only its own columns; the fp32 bundle itself must export. An export with
     --int8 (an accuracy-aware search) may be given ``int8_timeout`` seconds; past it, INT8 is
-    reported as failed and not tried again.
+    reported as failed and not tried again. ``int8_args`` (e.g. the distillation recipe) go with
+    every export that asks for --int8.
     """
     timed_out = f"timed out after {int8_timeout} s (--int8-timeout)"
 
     def attempt(flags: list[str]) -> str | None:
         try:
-            sh(BIN / "reid-export", ensemble, "-o", bundle, *flags, "--overwrite", timeout=int8_timeout if "--int8" in flags else None)
+            extra = (int8_args or []) if "--int8" in flags else []
+            sh(BIN / "reid-export", ensemble, "-o", bundle, *flags, *extra, "--overwrite", timeout=int8_timeout if "--int8" in flags else None)
             return None
         except subprocess.CalledProcessError as exc:
             return last_line(exc.stderr)
@@ -175,6 +179,12 @@ def export_bundle(ensemble: Path, bundle: Path, optional: list[str], int8_timeou
     return failed
 
 
+def int8_parity(bundle: Path) -> dict[str, float]:
+    """Each member's INT8 min cosine on the parity images, as the export's gate measured it."""
+    doc = json.loads((bundle / "manifest.json").read_text())
+    return {m["name"]: r["min_cosine"] for m in doc["members"] for r in m.get("parity", []) if r["variant"].endswith("int8")}
+
+
 def map20(sub: Path, labels: Path) -> float:
     from reidkit.evaluate import evaluate_submission
 
@@ -194,6 +204,8 @@ def main() -> int:
                     help="cuda: the baseline on the GPU and every reid-infer engine that runs on one (reports headline-gpu-*)")
     ap.add_argument("--int8-timeout", type=float, default=None,
                     help="Seconds the INT8 export may take; past it the INT8 columns are reported as failed.")
+    ap.add_argument("--int8-args", default="",
+                    help="reid-export options for the INT8 export, e.g. \"--int8-method distil --int8-images DIR --int8-keep-fp32 depthwise\".")
     args = ap.parse_args()
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
@@ -229,7 +241,7 @@ def main() -> int:
         if flag:
             optional.setdefault(flag, []).append(name)
     bundle = work / "bundle"
-    export_failed = export_bundle(args.ensemble, bundle, sorted(optional), args.int8_timeout)
+    export_failed = export_bundle(args.ensemble, bundle, sorted(optional), args.int8_timeout, shlex.split(args.int8_args))
     failed = {name: reason for flag, reason in export_failed.items() for name in optional[flag]}
     scen, meta = data / "query_scenarios.csv", data / "metadata.csv"
     runs: dict[str, list[dict]] = {"seed": [], **{k: [] for k in variants}}
@@ -283,7 +295,7 @@ def main() -> int:
         "ceiling_images_per_s_fp32": ceiling, "decode_resize_cpu_s_per_image": dec, "fp32_floor_wall_s": floor,
         "fp32_best_possible_speedup": med["seed"]["wall"] / floor,
         "variants": {c: {"backend": b, "precision": p} for c, (b, p) in variants.items()}, "auto_chose": chosen, "images_per_s": {k: n / med[k]["wall"] for k in runs},
-        "failed": failed,
+        "failed": failed, "int8_export_args": args.int8_args, "int8_parity": int8_parity(bundle) if "--int8" not in export_failed else {},
     }
     s = med["seed"]
     best = min((c for c in ok if variants[c][1] == "fp32"), key=lambda c: med[c]["wall"])
@@ -317,6 +329,10 @@ def main() -> int:
         row("mAP@20", f"{maps['seed']:.4f}", lambda c: f"{maps[c]:.4f}"), "",
         *[f"`--backend auto` chose: {why}." for why in sorted(set(chosen.values()))], "",
     ]
+    if report["int8_parity"]:
+        int8_cmd = " ".join(["reid-export --int8", args.int8_args]).strip()
+        md += [f"INT8 export: `{int8_cmd}`; the gate's min cosine per member: "
+               + ", ".join(f"{k} {v:.4f}" for k, v in report["int8_parity"].items()) + ".", ""]
     if not gpu:  # the SGEMM floor below describes CPU engines only
         md.append(
         f"Ceiling: a {cores}-core SGEMM here runs at {cpu['measured_peak_gflops']:.0f} GFLOP/s fp32 (nominal "

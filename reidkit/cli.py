@@ -156,7 +156,12 @@ def train_cmd(data: str | None, config: Path | None, out: Path | None, **kw: Any
 @click.option("--int8-images", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="--int8-method distil: unlabelled photos like yours to learn from (e.g. your training images; "
                    "default: the calibration set).")
-@click.option("--int8-steps", type=int, help="--int8-method distil: training steps per member (default 1500).")
+@click.option("--int8-steps", type=click.IntRange(0), help="--int8-method distil: training steps per member (default 1500).")
+@click.option("--int8-lr", type=click.FloatRange(0, min_open=True), help="--int8-method distil: learning rate (default 1e-5).")
+@click.option("--int8-batch", type=click.IntRange(2), help="--int8-method distil: images per step (default 16; 8 halves a CPU step).")
+@click.option("--int8-keep-fp32", default="none", type=click.Choice(["none", "depthwise"]),
+              help="--int8-method distil: depthwise leaves the depthwise convolutions fp32. Closer to fp32 from the first step, "
+                   "so far fewer steps are needed (a CPU can do it), at some of INT8's speed (benchmarks/results/int8-lite0.md).")
 @click.option("--device", default="auto", help="Where INT8 distillation trains: auto (the GPU if torch sees one), cpu, cuda.")
 @click.option("--trt", is_flag=True, help="Build FP16 TensorRT engines (needs TensorRT and an NVIDIA GPU).")
 @click.option("--mnn", is_flag=True, help="Also convert each member to MNN, the fastest fp32 CPU engine measured here "

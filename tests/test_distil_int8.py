@@ -104,3 +104,55 @@ def test_distil_on_a_missing_gpu_names_the_fix(tmp_path, members):
     res = cli("reid-export", members[0], "-o", tmp_path / "b", "--int8", "--int8-method", "distil", "--device", "cuda", check=False)
     assert res.returncode == 2 and "--device cpu" in res.stderr
     assert not (tmp_path / "b").exists()
+
+
+def test_keeping_the_depthwise_convolutions_fp32_starts_the_twin_closer(lite0):
+    _, graph = lite0
+    train, held_out = _images(32, 64, 48, seed=5), torch.from_numpy(_images(16, 64, 48, seed=6))
+    with torch.no_grad():
+        ref = graph(held_out)
+        everything = distil_int8(graph, train, steps=0, progress=False)(held_out)
+        mixed = distil_int8(graph, train, steps=0, fp32_depthwise=True, progress=False)(held_out)
+    assert _mean_cos(mixed, ref) > _mean_cos(everything, ref)
+    assert _worst_cos(mixed, ref) < 0.99999  # the other convolutions are still INT8
+
+
+def test_fp32_depthwise_twin_exports_only_those_convolutions_float(tmp_path, lite0):
+    from reidkit.export.onnx_export import export_onnx
+
+    _, graph = lite0
+    twin = distil_int8(graph, _images(16, 64, 48, seed=7), steps=2, batch=4, fp32_depthwise=True, progress=False)
+    export_onnx(twin, tmp_path / "twin.onnx")
+    model = onnx.load(str(tmp_path / "twin.onnx"))
+    producers = {o: n for n in model.graph.node for o in n.output}
+
+    def quantised(name):  # the tensor comes out of a DequantizeLinear (through TF-style "same" padding)
+        node = producers.get(name)
+        while node is not None and node.op_type == "Pad":
+            node = producers.get(node.input[0])
+        return node is not None and node.op_type == "DequantizeLinear"
+
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    depthwise = [n for n in convs if any(a.name == "group" and a.i > 1 for a in n.attribute)]
+    assert len(depthwise) >= 5 and len(convs) - len(depthwise) >= 10
+    for n in convs:  # inputs and weights INT8, except the depthwise convolutions'
+        assert quantised(n.input[0]) == quantised(n.input[1]) == (n not in depthwise), n.name
+    x = _images(4, 64, 48, seed=8)
+    assert np.allclose(np.linalg.norm(OrtBackend(tmp_path / "twin.onnx").run(x), axis=1), 1, atol=1e-5)
+
+
+def test_reid_export_records_the_distillation_recipe(tmp_path, members, synth):
+    out = tmp_path / "b"
+    res = cli("reid-export", members[0], "-o", out, "--int8", "--int8-method", "distil", "--int8-keep-fp32", "depthwise",
+              "--int8-steps", "20", "--int8-lr", "2e-5", "--int8-batch", "8", "--int8-images", synth / "images", "--device", "cpu")
+    assert "FAIL" not in res.stdout
+    # resnet10t has no depthwise convolution: the option changes nothing, and the user is told
+    assert "no depthwise convolution" in res.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["parity"]["int8_distil"] == {"steps": 20, "lr": 2e-5, "batch": 8, "fp32_depthwise": True}
+
+
+def test_keep_fp32_needs_the_distil_method(tmp_path, members):
+    res = cli("reid-export", members[0], "-o", tmp_path / "b", "--int8", "--int8-keep-fp32", "depthwise", check=False)
+    assert res.returncode == 2 and "--int8-method distil" in res.stderr
+    assert not (tmp_path / "b").exists()

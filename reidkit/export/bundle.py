@@ -28,6 +28,7 @@ from reidkit.runtime.bundle_format import ARTEFACTS, FileRef, Manifest, MemberRe
 
 log = logging.getLogger("reidkit")
 INT8_METHODS = ("ptq", "distil")
+INT8_KEEP_FP32 = ("none", "depthwise")
 
 
 @dataclass
@@ -39,6 +40,9 @@ class ExportOptions:
     int8_method: str = "ptq"  # ptq: onnxruntime static quantisation; distil: quantisation-aware distillation
     int8_images: Path | None = None
     int8_steps: int | None = None
+    int8_lr: float | None = None
+    int8_batch: int | None = None
+    int8_keep_fp32: str = "none"  # distil: "depthwise" leaves the depthwise convolutions fp32
     device: str = "auto"
     trt: bool = False
     mnn: bool = False
@@ -80,16 +84,24 @@ def _make_fp16(src: Path, dst: Path, ctx: dict[str, Any]) -> None:
 def _make_int8(src: Path, dst: Path, ctx: dict[str, Any]) -> None:
     opts: ExportOptions = ctx["opts"]
     if opts.int8_method == "distil":
-        from reidkit.export.distil_int8 import DEFAULT_STEPS, distil_int8
+        from reidkit.export.distil_int8 import distil_int8
         from reidkit.export.onnx_export import export_onnx
 
         images = batch_for(ctx["calibration"], ctx["h"], ctx["w"], ctx["policy"])
-        student = distil_int8(ctx["graph"], images, steps=opts.int8_steps or DEFAULT_STEPS, device=ctx["device"])
+        student = distil_int8(ctx["graph"], images, device=ctx["device"], **_distil_recipe(opts))
         export_onnx(student, dst, opts.opset)  # type: ignore[arg-type]  # the fake-quantised twin of an ExportGraph
         return
     from reidkit.export.quantize import quantize_int8
 
     quantize_int8(src, dst, batch_for(ctx["calibration"], ctx["h"], ctx["w"], ctx["policy"]))
+
+
+def _distil_recipe(opts: ExportOptions) -> dict[str, Any]:
+    """The distillation settings this export uses (the defaults filled in), as the manifest records them."""
+    from reidkit.export.distil_int8 import DEFAULT_BATCH, DEFAULT_LR, DEFAULT_STEPS
+
+    return {"steps": opts.int8_steps or DEFAULT_STEPS, "lr": opts.int8_lr or DEFAULT_LR, "batch": opts.int8_batch or DEFAULT_BATCH,
+            "fp32_depthwise": opts.int8_keep_fp32 == "depthwise"}
 
 
 def _make_mnn(src: Path, dst: Path, ctx: dict[str, Any]) -> None:
@@ -121,6 +133,10 @@ def export_bundle(entries: Sequence[EnsembleEntry], out_dir: str | Path, opts: E
     images = parity_images(opts.parity_images)
     if opts.int8_method not in INT8_METHODS:
         raise ReidkitError(f"unknown INT8 method {opts.int8_method!r}; use one of {', '.join(INT8_METHODS)}")
+    if opts.int8_keep_fp32 not in INT8_KEEP_FP32:
+        raise ReidkitError(f"unknown --int8-keep-fp32 {opts.int8_keep_fp32!r}; use one of {', '.join(INT8_KEEP_FP32)}")
+    if opts.int8_keep_fp32 != "none" and opts.int8_method != "distil":
+        raise ReidkitError("--int8-keep-fp32 applies to --int8-method distil only")
     if opts.int8_method == "distil" and opts.int8:
         calibration = distillation_images(opts.int8_images, opts.parity_images)
     else:
@@ -165,6 +181,7 @@ def export_bundle(entries: Sequence[EnsembleEntry], out_dir: str | Path, opts: E
             fusion={"flip": opts.flip, "members": "concat", "normalize": True},
             parity={"images": len(images), "source": str(opts.parity_images or "ORL faces + synthetic Whale-do"),
                     **({"int8_calibration_images": len(calibration), "int8_method": opts.int8_method} if opts.int8 else {}),
+                    **({"int8_distil": _distil_recipe(opts)} if opts.int8 and opts.int8_method == "distil" else {}),
                     "tolerances": {p: asdict(t) for p, t in TOLERANCES.items()}},
             tools=_tool_versions(),
             created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

@@ -159,19 +159,26 @@ def _quantise_input(conv: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
     return (cast(ActivationFakeQuant, conv.act_quant)(args[0]), *args[1:])
 
 
-def fake_quantised(graph: ExportGraph) -> tuple[ExportGraph, list[ActivationFakeQuant]]:
-    """A copy of ``graph`` with BN folded and fake quantisers on every backbone convolution."""
+def is_depthwise(conv: nn.Conv2d) -> bool:
+    return conv.groups > 1 and conv.groups == conv.in_channels
+
+
+def fake_quantised(graph: ExportGraph, *, fp32_depthwise: bool = False) -> tuple[ExportGraph, list[ActivationFakeQuant]]:
+    """A copy of ``graph`` with BN folded and fake quantisers on every backbone convolution
+    (but the depthwise ones, with ``fp32_depthwise``)."""
     student = copy.deepcopy(graph).eval()
     fold_batchnorm(student.net.backbone)
     acts: list[ActivationFakeQuant] = []
     for conv in student.net.backbone.modules():
-        if isinstance(conv, nn.Conv2d):
+        if isinstance(conv, nn.Conv2d) and not (fp32_depthwise and is_depthwise(conv)):
             parametrize.register_parametrization(conv, "weight", WeightFakeQuant())
             conv.act_quant = ActivationFakeQuant()
             conv.register_forward_pre_hook(_quantise_input)
             acts.append(conv.act_quant)
     if not acts:
         raise ReidkitError(f"{graph.net.cfg.backbone}: no convolutions to quantise")
+    if fp32_depthwise and not any(isinstance(m, nn.Conv2d) and is_depthwise(m) for m in student.net.backbone.modules()):
+        log.warning("%s has no depthwise convolution; keeping them fp32 changes nothing", graph.net.cfg.backbone)
     return student, acts
 
 
@@ -181,7 +188,7 @@ def _cosines(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def distil_int8(graph: ExportGraph, images: np.ndarray, *, steps: int = DEFAULT_STEPS, lr: float = DEFAULT_LR,
                 batch: int = DEFAULT_BATCH, device: str = "cpu", seed: int = 0, learn_ranges: bool = True,
-                progress: bool = True) -> ExportGraph:
+                fp32_depthwise: bool = False, progress: bool = True) -> ExportGraph:
     """The fake-quantised twin of ``graph`` trained to match its embeddings on ``images``
     (uint8 [N,H,W,3] at the member's input size); returned on the CPU, scales frozen."""
     if len(images) < 2:
@@ -195,7 +202,7 @@ def distil_int8(graph: ExportGraph, images: np.ndarray, *, steps: int = DEFAULT_
     if drift > 1e-4:
         raise ReidkitError(f"{graph.net.cfg.backbone}: folding BatchNorm changed the embedding (cosine off by {drift:.2g}); "
                            "this backbone's layers are not registered in execution order, so INT8 distillation cannot use it")
-    student, acts = fake_quantised(graph)
+    student, acts = fake_quantised(graph, fp32_depthwise=fp32_depthwise)
     student = student.to(device).eval()  # eval: BatchNorm statistics stay the member's
     with torch.no_grad():
         for i in range(0, len(images), batch):
