@@ -210,6 +210,9 @@ def distil_int8(graph: ExportGraph, images: np.ndarray, *, steps: int = DEFAULT_
     for a in acts:
         a.fix(learn_ranges)
     teacher = copy.deepcopy(graph).to(device).eval()
+    with torch.no_grad():  # the targets, once: a step then runs only the student
+        targets = torch.cat([teacher(torch.from_numpy(images[i:i + batch]).to(device)) for i in range(0, len(images), batch)])
+    del teacher
     params = [p for n, p in student.named_parameters() if p.requires_grad and not n.endswith(".p")]  # GeM's exponent stays
     opt = torch.optim.Adam(params, lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(steps, 1))
@@ -217,9 +220,8 @@ def distil_int8(graph: ExportGraph, images: np.ndarray, *, steps: int = DEFAULT_
     n = min(batch, len(images))
     bar = progress_bar(range(steps), enabled=progress, desc=f"INT8 distillation ({graph.net.cfg.backbone})", unit="step")
     for _ in bar:
-        x = torch.from_numpy(images[rng.choice(len(images), n, replace=False)]).to(device)
-        with torch.no_grad():
-            target = teacher(x)
+        pick = rng.choice(len(images), n, replace=False)
+        x, target = torch.from_numpy(images[pick]).to(device), targets[torch.from_numpy(pick).to(device)]
         with torch.enable_grad():  # callers may hold no_grad; training needs the graph
             gap = 1 - _cosines(student(x), target)
             # the mean moves the bulk; the worst image is what the gate judges
