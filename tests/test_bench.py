@@ -70,3 +70,9 @@ def test_make_bench_export_keeps_the_variants_that_pass_and_names_the_one_that_f
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert [m["onnx_int8"] for m in manifest["members"]] == ["a.int8.onnx"] and (bundle / "a.int8.onnx").exists()
     assert run_bench.export_bundle(ens, bundle, ["--int8"]) == {}
+    parity = run_bench.int8_parity(bundle)  # what the report prints beside the INT8 columns
+    assert list(parity) == ["a"] and 0.99 <= parity["a"] < 1.0
+    # --int8-args reach the INT8 export (and only it): a bad one fails INT8 alone, with reid-export's own reason
+    failed = run_bench.export_bundle(ens, tmp_path / "b2", ["--int8"], int8_args=["--int8-method", "nope"])
+    assert list(failed) == ["--int8"] and "nope" in failed["--int8"]
+    assert (tmp_path / "b2" / "manifest.json").exists() and not (tmp_path / "b2" / "a.int8.onnx").exists()
