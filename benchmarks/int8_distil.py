@@ -121,8 +121,7 @@ def speed_dir(folder: Path, rounds: int = 3, n: int = 64, batch: int = 32) -> No
     compiled, inputs = {}, {}
     for f in files:
         compiled[f.name] = core.compile_model(str(f), "CPU", {"INFERENCE_NUM_THREADS": 0})
-        h, w = compiled[f.name].input(0).get_partial_shape().to_shape()[1:3] if compiled[f.name].input(0).get_partial_shape().is_static \
-            else [int(d.get_length()) for d in compiled[f.name].input(0).get_partial_shape()[1:3]]
+        h, w = (int(d.get_length()) for d in compiled[f.name].input(0).get_partial_shape()[1:3])  # batch is dynamic, H and W are not
         inputs[f.name] = batch_for(sample_images(n, seed=9), h, w, ResizePolicy())
     best = {k: float("inf") for k in compiled}
     for _ in range(rounds):

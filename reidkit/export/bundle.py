@@ -100,8 +100,11 @@ def _distil_recipe(opts: ExportOptions) -> dict[str, Any]:
     """The distillation settings this export uses (the defaults filled in), as the manifest records them."""
     from reidkit.export.distil_int8 import DEFAULT_BATCH, DEFAULT_LR, DEFAULT_STEPS
 
-    return {"steps": opts.int8_steps or DEFAULT_STEPS, "lr": opts.int8_lr or DEFAULT_LR, "batch": opts.int8_batch or DEFAULT_BATCH,
-            "fp32_depthwise": opts.int8_keep_fp32 == "depthwise"}
+    def given(value: Any, default: Any) -> Any:  # not `or`: --int8-steps 0 means no training, not the default
+        return default if value is None else value
+
+    return {"steps": given(opts.int8_steps, DEFAULT_STEPS), "lr": given(opts.int8_lr, DEFAULT_LR),
+            "batch": given(opts.int8_batch, DEFAULT_BATCH), "fp32_depthwise": opts.int8_keep_fp32 == "depthwise"}
 
 
 def _make_mnn(src: Path, dst: Path, ctx: dict[str, Any]) -> None:
