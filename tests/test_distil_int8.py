@@ -156,3 +156,11 @@ def test_keep_fp32_needs_the_distil_method(tmp_path, members):
     res = cli("reid-export", members[0], "-o", tmp_path / "b", "--int8", "--int8-keep-fp32", "depthwise", check=False)
     assert res.returncode == 2 and "--int8-method distil" in res.stderr
     assert not (tmp_path / "b").exists()
+
+
+def test_int8_steps_zero_means_no_training(tmp_path, members, synth):
+    # 0 must not fall back to the default (1500 steps): the recipe is logged before any work
+    res = cli("reid-export", members[0], "-o", tmp_path / "b", "--int8", "--int8-method", "distil", "--int8-steps", "0",
+              "--int8-images", synth / "images", "--device", "cpu", check=False)
+    assert res.returncode in (0, 1), res.stderr  # an untrained twin may pass the gate or fail it; it must not crash
+    assert "INT8 distillation: 0 steps" in res.stderr, res.stderr

@@ -88,7 +88,10 @@ def _make_int8(src: Path, dst: Path, ctx: dict[str, Any]) -> None:
         from reidkit.export.onnx_export import export_onnx
 
         images = batch_for(ctx["calibration"], ctx["h"], ctx["w"], ctx["policy"])
-        student = distil_int8(ctx["graph"], images, device=ctx["device"], **_distil_recipe(opts))
+        recipe = _distil_recipe(opts)
+        log.info("INT8 distillation: %d steps, lr %g, batch %d, depthwise convolutions %s, %d images, on %s",
+                 recipe["steps"], recipe["lr"], recipe["batch"], "fp32" if recipe["fp32_depthwise"] else "INT8", len(images), ctx["device"])
+        student = distil_int8(ctx["graph"], images, device=ctx["device"], **recipe)
         export_onnx(student, dst, opts.opset)  # type: ignore[arg-type]  # the fake-quantised twin of an ExportGraph
         return
     from reidkit.export.quantize import quantize_int8

@@ -209,10 +209,12 @@ def distil_int8(graph: ExportGraph, images: np.ndarray, *, steps: int = DEFAULT_
             student(torch.from_numpy(images[i:i + batch]).to(device))
     for a in acts:
         a.fix(learn_ranges)
-    teacher = copy.deepcopy(graph).to(device).eval()
-    with torch.no_grad():  # the targets, once: a step then runs only the student
-        targets = torch.cat([teacher(torch.from_numpy(images[i:i + batch]).to(device)) for i in range(0, len(images), batch)])
-    del teacher
+    targets = torch.empty(0)
+    if steps > 0:  # the targets, once: a step then runs only the student
+        teacher = copy.deepcopy(graph).to(device).eval()
+        with torch.no_grad():
+            targets = torch.cat([teacher(torch.from_numpy(images[i:i + batch]).to(device)) for i in range(0, len(images), batch)])
+        del teacher
     params = [p for n, p in student.named_parameters() if p.requires_grad and not n.endswith(".p")]  # GeM's exponent stays
     opt = torch.optim.Adam(params, lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(steps, 1))
