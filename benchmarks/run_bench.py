@@ -15,6 +15,7 @@ import datetime as dt
 import json
 import os
 import platform
+import re
 import shlex
 import statistics
 import subprocess
@@ -148,25 +149,40 @@ def export_bundle(ensemble: Path, bundle: Path, optional: list[str], int8_timeou
     """
     timed_out = f"timed out after {int8_timeout} s (--int8-timeout)"
 
+    log_path = bundle.parent / f"{bundle.name}.export.log"  # `tail -f` it: a distillation runs for long
+
     def attempt(flags: list[str]) -> str | None:
-        try:
-            extra = (int8_args or []) if "--int8" in flags else []
-            sh(BIN / "reid-export", ensemble, "-o", bundle, *flags, *extra, "--overwrite", timeout=int8_timeout if "--int8" in flags else None)
+        extra = (int8_args or []) if "--int8" in flags else []
+        cmd = [str(a) for a in (BIN / "reid-export", ensemble, "-o", bundle, *flags, *extra, "--overwrite")]
+        with open(log_path, "a") as log:
+            log.write(f"$ {shlex.join(cmd)}\n")
+            log.flush()
+            start = log.tell()
+            try:
+                res = subprocess.run(cmd, stdout=log, stderr=log, timeout=int8_timeout if "--int8" in flags else None,
+                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})  # the error stays the log's last line
+            except subprocess.TimeoutExpired:
+                return timed_out
+        if res.returncode == 0:
             return None
-        except subprocess.CalledProcessError as exc:
-            return last_line(exc.stderr)
-        except subprocess.TimeoutExpired:
-            return timed_out
+        with open(log_path) as log:
+            log.seek(start)
+            return last_line(log.read())
 
     first = attempt(optional)
     if first is None:
         return {}
     if not optional:
         raise SystemExit(f"reid-export of the fp32 bundle failed: {first}")
+    # a gate refusal is deterministic and names its variants: those flags are not tried again (an INT8
+    # distillation costs an hour on 2 cores)
+    known = {flag: first for flag in blamed_flags(first) if flag in optional}
+    if first == timed_out and "--int8" in optional:
+        known["--int8"] = timed_out
     failed: dict[str, str] = {}
     kept: list[str] = []
     for flag in optional:
-        reason = timed_out if first == timed_out and flag == "--int8" else attempt([*kept, flag])
+        reason = known[flag] if flag in known else attempt([*kept, flag])
         if reason is None:
             kept.append(flag)
         else:
@@ -177,6 +193,16 @@ def export_bundle(ensemble: Path, bundle: Path, optional: list[str], int8_timeou
         if reason is not None:
             raise SystemExit(f"reid-export of the fp32 bundle failed: {reason}")
     return failed
+
+
+def blamed_flags(reason: str) -> set[str]:
+    """The export flags whose artefacts a "parity gate failed for m (fmt-precision), ..." message names."""
+    from reidkit.runtime.bundle_format import ARTEFACTS
+
+    if "parity gate failed for" not in reason:
+        return set()
+    by_variant = {f"{a.fmt}-{a.precision}": a.export_flag for a in ARTEFACTS.values() if a.export_flag}
+    return {by_variant[v] for v in re.findall(r"\(([a-z0-9]+-[a-z0-9]+)\)", reason) if v in by_variant}
 
 
 def int8_parity(bundle: Path) -> dict[str, float]:

@@ -76,3 +76,30 @@ def test_make_bench_export_keeps_the_variants_that_pass_and_names_the_one_that_f
     failed = run_bench.export_bundle(ens, tmp_path / "b2", ["--int8"], int8_args=["--int8-method", "nope"])
     assert list(failed) == ["--int8"] and "nope" in failed["--int8"]
     assert (tmp_path / "b2" / "manifest.json").exists() and not (tmp_path / "b2" / "a.int8.onnx").exists()
+
+
+def test_make_bench_does_not_retry_a_variant_its_gate_refused(tmp_path, monkeypatch):
+    """A gate refusal names its variants and is deterministic: re-running an hour-long INT8 distillation
+    to learn the same thing is what the harness must not do."""
+    spec = importlib.util.spec_from_file_location("run_bench", ROOT / "benchmarks" / "run_bench.py")
+    run_bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run_bench)
+    calls = tmp_path / "calls.txt"
+    fake = tmp_path / "bin" / "reid-export"
+    fake.parent.mkdir()
+    fake.write_text(f"""#!{sys.executable}
+import sys
+args = sys.argv[1:]
+open({str(calls)!r}, "a").write(" ".join(args[3:]) + "\\n")
+print("member  variant  ...  FAIL")  # the parity table goes to stdout
+if "--int8" in args:
+    sys.stderr.write("error: parity gate failed for a (onnx-int8); no bundle was written\\n")
+    sys.exit(1)
+""")
+    fake.chmod(0o755)
+    monkeypatch.setattr(run_bench, "BIN", fake.parent)
+    failed = run_bench.export_bundle(tmp_path / "e.toml", tmp_path / "bundle", ["--int8", "--mnn"], int8_args=["--int8-steps", "5"])
+    assert failed == {"--int8": "error: parity gate failed for a (onnx-int8); no bundle was written"}
+    tried = calls.read_text().splitlines()
+    assert tried == ["--int8 --mnn --int8-steps 5 --overwrite", "--mnn --overwrite"]  # INT8 once, then the rest
+    assert "parity gate failed" in (tmp_path / "bundle.export.log").read_text()  # the export's own words, kept
