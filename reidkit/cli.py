@@ -162,6 +162,9 @@ def train_cmd(data: str | None, config: Path | None, out: Path | None, **kw: Any
 @click.option("--int8-keep-fp32", default="none", type=click.Choice(["none", "depthwise"]),
               help="--int8-method distil: depthwise leaves the depthwise convolutions fp32. Closer to fp32 from the first step, "
                    "so far fewer steps are needed (a CPU can do it), at some of INT8's speed (benchmarks/results/int8-lite0.md).")
+@click.option("--int8-cache", type=click.Path(file_okay=False, path_type=Path),
+              help="--int8-method distil: keep each finished INT8 twin here and reuse it when the member, recipe and images "
+                   "are unchanged, so a re-run after a gate failure or an interruption trains only what is missing.")
 @click.option("--device", default="auto", help="Where INT8 distillation trains: auto (the GPU if torch sees one), cpu, cuda.")
 @click.option("--trt", is_flag=True, help="Build FP16 TensorRT engines (needs TensorRT and an NVIDIA GPU).")
 @click.option("--mnn", is_flag=True, help="Also convert each member to MNN, the fastest fp32 CPU engine measured here "

@@ -164,3 +164,26 @@ def test_int8_steps_zero_means_no_training(tmp_path, members, synth):
               "--int8-images", synth / "images", "--device", "cpu", check=False)
     assert res.returncode in (0, 1), res.stderr  # an untrained twin may pass the gate or fail it; it must not crash
     assert "INT8 distillation: 0 steps" in res.stderr, res.stderr
+
+
+def test_int8_cache_reuses_a_finished_twin_only_when_nothing_changed(tmp_path, members, synth):
+    cache = tmp_path / "twins"
+    base = ["reid-export", members[0], "--int8", "--int8-method", "distil", "--int8-images", synth / "images",
+            "--int8-batch", "4", "--int8-cache", cache, "--device", "cpu"]
+    first = cli(*base, "--int8-steps", "3", "-o", tmp_path / "b1")
+    assert "INT8 distillation: 3 steps" in first.stderr and "reused" not in first.stderr
+    (kept,) = cache.glob("*.int8.onnx")
+    again = cli(*base, "--int8-steps", "3", "-o", tmp_path / "b2")
+    assert "reused" in again.stderr and "INT8 distillation:" not in again.stderr
+    m1, m2 = (json.loads((tmp_path / b / "manifest.json").read_text()) for b in ("b1", "b2"))
+    assert m1["members"][0]["sha256_int8"] == m2["members"][0]["sha256_int8"]
+    assert any(p["variant"] == "onnx-int8" and p["passed"] for p in m2["members"][0]["parity"])  # the gate still judged it
+    other = cli(*base, "--int8-steps", "4", "-o", tmp_path / "b3")  # another recipe: trained, not reused
+    assert "INT8 distillation: 4 steps" in other.stderr and "reused" not in other.stderr
+    assert len(list(cache.glob("*.int8.onnx"))) == 2 and kept.exists()
+
+
+def test_int8_cache_needs_the_distil_method(tmp_path, members):
+    res = cli("reid-export", members[0], "-o", tmp_path / "b", "--int8", "--int8-cache", tmp_path / "c", check=False)
+    assert res.returncode == 2 and "--int8-method distil" in res.stderr
+    assert not (tmp_path / "b").exists()

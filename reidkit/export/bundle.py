@@ -43,6 +43,7 @@ class ExportOptions:
     int8_lr: float | None = None
     int8_batch: int | None = None
     int8_keep_fp32: str = "none"  # distil: "depthwise" leaves the depthwise convolutions fp32
+    int8_cache: Path | None = None  # distil: finished twins kept here and reused (twin_cache)
     device: str = "auto"
     trt: bool = False
     mnn: bool = False
@@ -89,10 +90,24 @@ def _make_int8(src: Path, dst: Path, ctx: dict[str, Any]) -> None:
 
         images = batch_for(ctx["calibration"], ctx["h"], ctx["w"], ctx["policy"])
         recipe = _distil_recipe(opts)
+        key = ""
+        if opts.int8_cache is not None:
+            import torch
+
+            from reidkit.export.twin_cache import fetch_twin, twin_key
+
+            key = twin_key(images, checkpoint=ctx["checkpoint_sha256"], flip=opts.flip, opset=opts.opset, recipe=recipe,
+                           device=ctx["device"], torch=torch.__version__, reidkit=__version__)
+            if fetch_twin(opts.int8_cache, ctx["name"], key, dst):
+                return
         log.info("INT8 distillation: %d steps, lr %g, batch %d, depthwise convolutions %s, %d images, on %s",
                  recipe["steps"], recipe["lr"], recipe["batch"], "fp32" if recipe["fp32_depthwise"] else "INT8", len(images), ctx["device"])
         student = distil_int8(ctx["graph"], images, device=ctx["device"], **recipe)
         export_onnx(student, dst, opts.opset)  # type: ignore[arg-type]  # the fake-quantised twin of an ExportGraph
+        if opts.int8_cache is not None:
+            from reidkit.export.twin_cache import store_twin
+
+            store_twin(opts.int8_cache, ctx["name"], key, dst)
         return
     from reidkit.export.quantize import quantize_int8
 
@@ -143,6 +158,8 @@ def export_bundle(entries: Sequence[EnsembleEntry], out_dir: str | Path, opts: E
         raise ReidkitError(f"unknown --int8-keep-fp32 {opts.int8_keep_fp32!r}; use one of {', '.join(INT8_KEEP_FP32)}")
     if opts.int8_keep_fp32 != "none" and opts.int8_method != "distil":
         raise ReidkitError("--int8-keep-fp32 applies to --int8-method distil only")
+    if opts.int8_cache is not None and opts.int8_method != "distil":
+        raise ReidkitError("--int8-cache applies to --int8-method distil only (post-training INT8 takes seconds)")
     if opts.int8_method == "distil" and opts.int8:
         calibration = distillation_images(opts.int8_images, opts.parity_images)
     else:
@@ -154,6 +171,7 @@ def export_bundle(entries: Sequence[EnsembleEntry], out_dir: str | Path, opts: E
     with atomic_dir(out_dir, overwrite=opts.overwrite) as tmp:
         for entry, name in zip(entries, _member_names(entries)):
             model, doc = load_member(entry.checkpoint)
+            checkpoint_sha256 = sha256_file(entry.checkpoint)
             graph = ExportGraph(model, opts.flip).eval()
             cfg = model.net.cfg
             h, w = cfg.input_size
@@ -165,9 +183,10 @@ def export_bundle(entries: Sequence[EnsembleEntry], out_dir: str | Path, opts: E
             with torch.no_grad():
                 ref = graph(torch.from_numpy(batch)).numpy()
             rec = MemberRecord(name, h, w, policy, graph.output_dim, entry.weight, {"fp32": FileRef(onnx_path.name, sha256_file(onnx_path))},
-                               cfg.backbone, {"file": entry.checkpoint.name, "sha256": sha256_file(entry.checkpoint)})
+                               cfg.backbone, {"file": entry.checkpoint.name, "sha256": checkpoint_sha256})
             member_results = [compare(name, "onnx-fp32", ref, _run_artefact("fp32", onnx_path, batch), TOLERANCES["fp32"])]
-            ctx = {"calibration": calibration, "h": h, "w": w, "policy": policy, "graph": graph, "opts": opts, "device": device}
+            ctx = {"calibration": calibration, "h": h, "w": w, "policy": policy, "graph": graph, "opts": opts, "device": device,
+                   "name": name, "checkpoint_sha256": checkpoint_sha256}
             for kind in extra:
                 art = ARTEFACTS[kind]
                 path = tmp / art.filename(name)
