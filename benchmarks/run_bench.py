@@ -150,6 +150,9 @@ def export_bundle(ensemble: Path, bundle: Path, optional: list[str], int8_timeou
     timed_out = f"timed out after {int8_timeout} s (--int8-timeout)"
 
     log_path = bundle.parent / f"{bundle.name}.export.log"  # `tail -f` it: a distillation runs for long
+    int8_args = list(int8_args or [])
+    if "distil" in int8_args and "--int8-cache" not in int8_args:  # a re-run reuses the twins already trained
+        int8_args += ["--int8-cache", str(bundle.parent / "int8-twins")]
 
     def attempt(flags: list[str]) -> str | None:
         extra = (int8_args or []) if "--int8" in flags else []
@@ -231,7 +234,7 @@ def main() -> int:
     ap.add_argument("--int8-timeout", type=float, default=None,
                     help="Seconds the INT8 export may take; past it the INT8 columns are reported as failed.")
     ap.add_argument("--int8-args", default="",
-                    help="reid-export options for the INT8 export, e.g. \"--int8-method distil --int8-images DIR --int8-keep-fp32 depthwise\".")
+                    help="reid-export options for the INT8 export, e.g. \"--int8-method distil --int8-images DIR --int8-keep-fp32 depthwise\" (a distillation keeps its twins in WORK/int8-twins unless --int8-cache says otherwise).")
     args = ap.parse_args()
     work = args.work
     work.mkdir(parents=True, exist_ok=True)

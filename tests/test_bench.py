@@ -98,8 +98,10 @@ if "--int8" in args:
 """)
     fake.chmod(0o755)
     monkeypatch.setattr(run_bench, "BIN", fake.parent)
-    failed = run_bench.export_bundle(tmp_path / "e.toml", tmp_path / "bundle", ["--int8", "--mnn"], int8_args=["--int8-steps", "5"])
+    failed = run_bench.export_bundle(tmp_path / "e.toml", tmp_path / "bundle", ["--int8", "--mnn"],
+                                     int8_args=["--int8-method", "distil", "--int8-steps", "5"])
     assert failed == {"--int8": "error: parity gate failed for a (onnx-int8); no bundle was written"}
     tried = calls.read_text().splitlines()
-    assert tried == ["--int8 --mnn --int8-steps 5 --overwrite", "--mnn --overwrite"]  # INT8 once, then the rest
+    twins = tmp_path / "int8-twins"  # a distillation keeps its twins, so the next attempt trains only what changed
+    assert tried == [f"--int8 --mnn --int8-method distil --int8-steps 5 --int8-cache {twins} --overwrite", "--mnn --overwrite"]
     assert "parity gate failed" in (tmp_path / "bundle.export.log").read_text()  # the export's own words, kept
