@@ -27,6 +27,25 @@ class _LogLines:
         pass
 
 
+def _logged_tqdm() -> type:
+    from tqdm import tqdm
+
+    class LoggedTqdm(tqdm):  # type: ignore[misc]
+        """tqdm whose postfix updates wait for the next timed redraw: on a terminal each one
+        redraws in place, into a log file each would be a line (one per training step)."""
+
+        def set_postfix(self, ordered_dict: Any = None, refresh: bool = True, **kw: Any) -> None:
+            super().set_postfix(ordered_dict, refresh=False, **kw)
+
+        def set_postfix_str(self, s: str = "", refresh: bool = True) -> None:
+            super().set_postfix_str(s, refresh=False)
+
+        def set_description(self, desc: str | None = None, refresh: bool = True) -> None:
+            super().set_description(desc, refresh=False)
+
+    return LoggedTqdm
+
+
 def progress_bar(iterable: Any = None, *, enabled: bool = True, **kw: Any) -> Any:
     """A tqdm bar on a terminal; log lines every LOG_EVERY_S when stderr is not one; nothing
     when the caller turned progress off (``--quiet``)."""
@@ -36,4 +55,4 @@ def progress_bar(iterable: Any = None, *, enabled: bool = True, **kw: Any) -> An
         return tqdm(iterable, disable=True, **kw)
     if sys.stderr.isatty():
         return tqdm(iterable, **kw)
-    return tqdm(iterable, file=_LogLines(), delay=LOG_EVERY_S, mininterval=LOG_EVERY_S, ascii=True, **kw)
+    return _logged_tqdm()(iterable, file=_LogLines(), delay=LOG_EVERY_S, mininterval=LOG_EVERY_S, ascii=True, **kw)

@@ -18,8 +18,9 @@ def test_long_work_logs_its_progress_and_short_work_stays_silent(monkeypatch, ca
     assert all("\r" not in line for line in lines)
     caplog.clear()
     monkeypatch.setattr(progress, "LOG_EVERY_S", 30.0)
-    for _ in progress.progress_bar(range(5), desc="quick"):
-        pass
+    bar = progress.progress_bar(range(5), desc="quick")
+    for i in bar:
+        bar.set_postfix(loss=f"{i}")  # a postfix per step must not become a log line per step
     assert not [r for r in caplog.records if "quick" in r.getMessage()]
     for _ in progress.progress_bar(range(5), enabled=False, desc="quiet"):
         time.sleep(0.001)
