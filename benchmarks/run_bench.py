@@ -155,7 +155,7 @@ def export_bundle(ensemble: Path, bundle: Path, optional: list[str], int8_timeou
         int8_args += ["--int8-cache", str(bundle.parent / "int8-twins")]
 
     def attempt(flags: list[str]) -> str | None:
-        extra = (int8_args or []) if "--int8" in flags else []
+        extra = int8_args if "--int8" in flags else []
         cmd = [str(a) for a in (BIN / "reid-export", ensemble, "-o", bundle, *flags, *extra, "--overwrite")]
         with open(log_path, "a") as log:
             log.write(f"$ {shlex.join(cmd)}\n")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 from typing import Any
@@ -27,6 +28,7 @@ class _LogLines:
         pass
 
 
+@functools.cache  # one class, made on first use: importing tqdm stays out of start-up
 def _logged_tqdm() -> type:
     from tqdm import tqdm
 

@@ -89,12 +89,12 @@ def _make_int8(src: Path, dst: Path, ctx: dict[str, Any]) -> None:
         from reidkit.export.onnx_export import export_onnx
 
         images = batch_for(ctx["calibration"], ctx["h"], ctx["w"], ctx["policy"])
+        from reidkit.export.twin_cache import fetch_twin, store_twin, twin_key
+
         recipe = _distil_recipe(opts)
         key = ""
         if opts.int8_cache is not None:
             import torch
-
-            from reidkit.export.twin_cache import fetch_twin, twin_key
 
             key = twin_key(images, checkpoint=ctx["checkpoint_sha256"], flip=opts.flip, opset=opts.opset, recipe=recipe,
                            device=ctx["device"], torch=torch.__version__, reidkit=__version__)
@@ -105,8 +105,6 @@ def _make_int8(src: Path, dst: Path, ctx: dict[str, Any]) -> None:
         student = distil_int8(ctx["graph"], images, device=ctx["device"], **recipe)
         export_onnx(student, dst, opts.opset)  # type: ignore[arg-type]  # the fake-quantised twin of an ExportGraph
         if opts.int8_cache is not None:
-            from reidkit.export.twin_cache import store_twin
-
             store_twin(opts.int8_cache, ctx["name"], key, dst)
         return
     from reidkit.export.quantize import quantize_int8
