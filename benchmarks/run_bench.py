@@ -151,8 +151,8 @@ def export_bundle(ensemble: Path, bundle: Path, optional: list[str], int8_timeou
 
     log_path = bundle.parent / f"{bundle.name}.export.log"  # `tail -f` it: a distillation runs for long
     int8_args = list(int8_args or [])
-    if "distil" in int8_args and "--int8-cache" not in int8_args:  # a re-run reuses the twins already trained
-        int8_args += ["--int8-cache", str(bundle.parent / "int8-twins")]
+    if distils(int8_args) and not any(a.split("=")[0] == "--int8-cache" for a in int8_args):
+        int8_args += ["--int8-cache", str(bundle.parent / "int8-twins")]  # a re-run reuses the twins already trained
 
     def attempt(flags: list[str]) -> str | None:
         extra = int8_args if "--int8" in flags else []
@@ -196,6 +196,12 @@ def export_bundle(ensemble: Path, bundle: Path, optional: list[str], int8_timeou
         if reason is not None:
             raise SystemExit(f"reid-export of the fp32 bundle failed: {reason}")
     return failed
+
+
+def distils(int8_args: list[str]) -> bool:
+    """Whether these reid-export options ask for a distillation (``--int8-method distil`` or ``=distil``)."""
+    pairs = zip(int8_args, int8_args[1:] + [""])
+    return any(a == "--int8-method=distil" or (a == "--int8-method" and b == "distil") for a, b in pairs)
 
 
 def blamed_flags(reason: str) -> set[str]:

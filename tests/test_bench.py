@@ -78,7 +78,8 @@ def test_make_bench_export_keeps_the_variants_that_pass_and_names_the_one_that_f
     assert (tmp_path / "b2" / "manifest.json").exists() and not (tmp_path / "b2" / "a.int8.onnx").exists()
 
 
-def test_make_bench_does_not_retry_a_variant_its_gate_refused(tmp_path, monkeypatch):
+@pytest.mark.parametrize("method", [["--int8-method", "distil"], ["--int8-method=distil"]])
+def test_make_bench_does_not_retry_a_variant_its_gate_refused(tmp_path, monkeypatch, method):
     """A gate refusal names its variants and is deterministic: re-running an hour-long INT8 distillation
     to learn the same thing is what the harness must not do."""
     spec = importlib.util.spec_from_file_location("run_bench", ROOT / "benchmarks" / "run_bench.py")
@@ -99,9 +100,9 @@ if "--int8" in args:
     fake.chmod(0o755)
     monkeypatch.setattr(run_bench, "BIN", fake.parent)
     failed = run_bench.export_bundle(tmp_path / "e.toml", tmp_path / "bundle", ["--int8", "--mnn"],
-                                     int8_args=["--int8-method", "distil", "--int8-steps", "5"])
+                                     int8_args=[*method, "--int8-steps", "5"])
     assert failed == {"--int8": "error: parity gate failed for a (onnx-int8); no bundle was written"}
     tried = calls.read_text().splitlines()
     twins = tmp_path / "int8-twins"  # a distillation keeps its twins, so the next attempt trains only what changed
-    assert tried == [f"--int8 --mnn --int8-method distil --int8-steps 5 --int8-cache {twins} --overwrite", "--mnn --overwrite"]
+    assert tried == [f"--int8 --mnn {' '.join(method)} --int8-steps 5 --int8-cache {twins} --overwrite", "--mnn --overwrite"]
     assert "parity gate failed" in (tmp_path / "bundle.export.log").read_text()  # the export's own words, kept
