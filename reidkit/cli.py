@@ -162,10 +162,6 @@ def train_cmd(data: str | None, config: Path | None, out: Path | None, **kw: Any
 @click.option("--int8-keep-fp32", default="none", type=click.Choice(["none", "depthwise"]),
               help="--int8-method distil: depthwise leaves the depthwise convolutions fp32. Closer to fp32 from the first step, "
                    "so far fewer steps are needed (a CPU can do it), at some of INT8's speed (benchmarks/results/int8-lite0.md).")
-@click.option("--int8-scheme", type=click.Choice(["w8a7", "w7a8"]),
-              help="--int8-method distil: bits of the weights and activations (default w8a7). Both fit the int16 sums of "
-                   "CPUs without VNNI, where 8x8 bits overflow; w8a7 keeps finer weights, which is where a distilled "
-                   "twin's error is left (benchmarks/results/int8-lite0.md).")
 @click.option("--int8-cache", type=click.Path(file_okay=False, path_type=Path),
               help="--int8-method distil: keep each finished INT8 twin here and reuse it when the member, recipe and images "
                    "are unchanged, so a re-run after a gate failure or an interruption trains only what is missing.")

@@ -43,7 +43,6 @@ class ExportOptions:
     int8_lr: float | None = None
     int8_batch: int | None = None
     int8_keep_fp32: str = "none"  # distil: "depthwise" leaves the depthwise convolutions fp32
-    int8_scheme: str | None = None  # distil: distil_int8.SCHEMES (bits of weights and activations)
     int8_cache: Path | None = None  # distil: finished twins kept here and reused (twin_cache)
     device: str = "auto"
     trt: bool = False
@@ -101,9 +100,8 @@ def _make_int8(src: Path, dst: Path, ctx: dict[str, Any]) -> None:
                            device=ctx["device"], torch=torch.__version__, reidkit=__version__)
             if fetch_twin(opts.int8_cache, ctx["name"], key, dst):
                 return
-        log.info("INT8 distillation: %d steps, lr %g, batch %d, scheme %s, depthwise convolutions %s, %d images, on %s",
-                 recipe["steps"], recipe["lr"], recipe["batch"], recipe["scheme"], "fp32" if recipe["fp32_depthwise"] else "INT8",
-                 len(images), ctx["device"])
+        log.info("INT8 distillation: %d steps, lr %g, batch %d, depthwise convolutions %s, %d images, on %s",
+                 recipe["steps"], recipe["lr"], recipe["batch"], "fp32" if recipe["fp32_depthwise"] else "INT8", len(images), ctx["device"])
         student = distil_int8(ctx["graph"], images, device=ctx["device"], **recipe)
         export_onnx(student, dst, opts.opset)  # type: ignore[arg-type]  # the fake-quantised twin of an ExportGraph
         if opts.int8_cache is not None:
@@ -116,14 +114,13 @@ def _make_int8(src: Path, dst: Path, ctx: dict[str, Any]) -> None:
 
 def _distil_recipe(opts: ExportOptions) -> dict[str, Any]:
     """The distillation settings this export uses (the defaults filled in), as the manifest records them."""
-    from reidkit.export.distil_int8 import DEFAULT_BATCH, DEFAULT_LR, DEFAULT_SCHEME, DEFAULT_STEPS
+    from reidkit.export.distil_int8 import DEFAULT_BATCH, DEFAULT_LR, DEFAULT_STEPS
 
     def given(value: Any, default: Any) -> Any:  # not `or`: --int8-steps 0 means no training, not the default
         return default if value is None else value
 
     return {"steps": given(opts.int8_steps, DEFAULT_STEPS), "lr": given(opts.int8_lr, DEFAULT_LR),
-            "batch": given(opts.int8_batch, DEFAULT_BATCH), "fp32_depthwise": opts.int8_keep_fp32 == "depthwise",
-            "scheme": given(opts.int8_scheme, DEFAULT_SCHEME)}
+            "batch": given(opts.int8_batch, DEFAULT_BATCH), "fp32_depthwise": opts.int8_keep_fp32 == "depthwise"}
 
 
 def _make_mnn(src: Path, dst: Path, ctx: dict[str, Any]) -> None:
@@ -159,8 +156,6 @@ def export_bundle(entries: Sequence[EnsembleEntry], out_dir: str | Path, opts: E
         raise ReidkitError(f"unknown --int8-keep-fp32 {opts.int8_keep_fp32!r}; use one of {', '.join(INT8_KEEP_FP32)}")
     if opts.int8_keep_fp32 != "none" and opts.int8_method != "distil":
         raise ReidkitError("--int8-keep-fp32 applies to --int8-method distil only")
-    if opts.int8_scheme is not None and opts.int8_method != "distil":
-        raise ReidkitError("--int8-scheme applies to --int8-method distil only")
     if opts.int8_cache is not None and opts.int8_method != "distil":
         raise ReidkitError("--int8-cache applies to --int8-method distil only (post-training INT8 takes seconds)")
     if opts.int8_method == "distil" and opts.int8:

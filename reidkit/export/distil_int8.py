@@ -17,14 +17,11 @@ Choices, each measured on a fine-tuned Lite0 member (``benchmarks/results/int8-l
 - BatchNorm is folded into the convolutions before quantising (torch's
   ``fuse_conv_bn_weights``), so the INT8 weights are the ones the engine runs. Unfolded,
   OpenVINO folds BN into the weights after their dequantisation and the cosine fell to 0.17.
-- Weights per output channel, symmetric; activations per tensor, uint8, at every backbone
-  convolution's input, ranges from the images' min/max (then trained, LSQ). CPUs without VNNI
-  multiply u8 x s8 pairs into saturating int16, so 8-bit weights times 8-bit activations
-  overflow there (PyTorch's simulation 0.95, onnxruntime 0.85, OpenVINO 0.17). Two schemes fit
-  in int16 and the engines then match the simulation: ``w7a8`` (weight levels +-63, full uint8
-  activations) and ``w8a7`` (weight levels +-127, activations clamped to 128 levels; the clamp
-  is a float Clip before an ordinary uint8 QuantizeLinear). After
-  distillation the weights' rounding is most of what is left, so ``w8a7`` is the default.
+- Weights per output channel, symmetric, 7-bit levels (+-63) in an int8 container: CPUs
+  without VNNI multiply u8 x s8 pairs into saturating int16. With 8-bit levels PyTorch's
+  simulation kept 0.90 but onnxruntime on AVX2 gave 0.76; with 7 the engines match it.
+- Activations per tensor, uint8, at every backbone convolution's input; ranges are the
+  min/max over the images, then fixed.
 - Only the backbone's convolutions: GeM, the neck, the flip fusion and the L2 norms stay
   fp32, as in ``quantize.py``; so does BatchNorm's running statistics (the student runs in
   eval mode and only weights and biases move).
@@ -48,9 +45,7 @@ from reidkit.progress import progress_bar
 
 log = logging.getLogger("reidkit")
 
-# (weight levels, activation levels) of each scheme; see the module docstring
-SCHEMES = {"w7a8": (63, 255), "w8a7": (127, 127)}
-DEFAULT_SCHEME = "w8a7"
+WEIGHT_LEVELS = 63  # 7-bit symmetric weights; see the module docstring
 # chosen on a dev set (benchmarks/int8_distil.py; benchmarks/results/int8-lite0.md), not on benchmark whales
 DEFAULT_STEPS = 1500
 DEFAULT_LR = 1e-5
@@ -90,13 +85,12 @@ class WeightFakeQuant(nn.Module):
     scale: torch.Tensor
     zero_point: torch.Tensor
 
-    def __init__(self, levels: int) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self.levels = levels
         self.frozen = False
 
     def _scale(self, w: torch.Tensor) -> torch.Tensor:
-        return w.detach().abs().amax(dim=tuple(range(1, w.dim()))).clamp(min=1e-12) / self.levels
+        return w.detach().abs().amax(dim=tuple(range(1, w.dim()))).clamp(min=1e-12) / WEIGHT_LEVELS
 
     def freeze(self, w: torch.Tensor) -> None:
         s = self._scale(w)
@@ -118,16 +112,14 @@ class ActivationFakeQuant(nn.Module):
 
     Observes min/max until ``fix``; then, if ``learn``, the scale is trained with the weights
     (LSQ: Esser et al. 2020, torch's own learnable fake-quant op), so ranges set by rare
-    outliers can tighten where that helps the embedding. With ``levels`` < 255 the top of the
-    range is clamped in float first, so the graph stays an ordinary uint8 Q/DQ pair.
+    outliers can tighten where that helps the embedding.
     """
 
     scale: torch.Tensor
     zero_point: torch.Tensor
 
-    def __init__(self, levels: int = 255) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self.levels = levels
         self.register_buffer("zero_point", torch.tensor(0, dtype=torch.int32))
         self.scale = nn.Parameter(torch.ones(1), requires_grad=False)  # 1-d: the learnable op's shape
         self.lo = 0.0  # the range always holds 0, so zero is exact (padding, ReLU)
@@ -136,7 +128,7 @@ class ActivationFakeQuant(nn.Module):
         self.learn = False
 
     def fix(self, learn: bool = False) -> None:
-        s = max(self.hi - self.lo, 1e-8) / self.levels
+        s = max(self.hi - self.lo, 1e-8) / 255.0
         with torch.no_grad():
             self.scale.fill_(s)
         self.zero_point.fill_(int(round(-self.lo / s)))
@@ -149,12 +141,10 @@ class ActivationFakeQuant(nn.Module):
             self.hi = max(self.hi, float(x.max()))
             return x
         if self.learn and torch.is_grad_enabled():
-            grad_factor = 1.0 / math.sqrt(x[0].numel() * self.levels)
-            return torch._fake_quantize_learnable_per_tensor_affine(x, self.scale, self.zero_point.float().reshape(1), 0,
-                                                                  self.levels, grad_factor)
+            grad_factor = 1.0 / math.sqrt(x[0].numel() * 255)
+            return torch._fake_quantize_learnable_per_tensor_affine(x, self.scale, self.zero_point.float().reshape(1), 0, 255,
+                                                                  grad_factor)
         scale = self.scale.detach() if self.scale.dim() == 0 else self.scale.detach().reshape(())
-        if self.levels < 255:
-            x = torch.clamp(x, max=scale * (self.levels - self.zero_point))
         return torch.fake_quantize_per_tensor_affine(x, scale, self.zero_point, 0, 255)
 
     def freeze(self) -> None:
@@ -173,20 +163,16 @@ def is_depthwise(conv: nn.Conv2d) -> bool:
     return conv.groups > 1 and conv.groups == conv.in_channels
 
 
-def fake_quantised(graph: ExportGraph, *, fp32_depthwise: bool = False,
-                   scheme: str = DEFAULT_SCHEME) -> tuple[ExportGraph, list[ActivationFakeQuant]]:
+def fake_quantised(graph: ExportGraph, *, fp32_depthwise: bool = False) -> tuple[ExportGraph, list[ActivationFakeQuant]]:
     """A copy of ``graph`` with BN folded and fake quantisers on every backbone convolution
     (but the depthwise ones, with ``fp32_depthwise``)."""
-    if scheme not in SCHEMES:
-        raise ReidkitError(f"unknown INT8 scheme {scheme!r}; use one of {', '.join(SCHEMES)}")
-    weight_levels, act_levels = SCHEMES[scheme]
     student = copy.deepcopy(graph).eval()
     fold_batchnorm(student.net.backbone)
     acts: list[ActivationFakeQuant] = []
     for conv in student.net.backbone.modules():
         if isinstance(conv, nn.Conv2d) and not (fp32_depthwise and is_depthwise(conv)):
-            parametrize.register_parametrization(conv, "weight", WeightFakeQuant(weight_levels))
-            conv.act_quant = ActivationFakeQuant(act_levels)
+            parametrize.register_parametrization(conv, "weight", WeightFakeQuant())
+            conv.act_quant = ActivationFakeQuant()
             conv.register_forward_pre_hook(_quantise_input)
             acts.append(conv.act_quant)
     if not acts:
@@ -202,7 +188,7 @@ def _cosines(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def distil_int8(graph: ExportGraph, images: np.ndarray, *, steps: int = DEFAULT_STEPS, lr: float = DEFAULT_LR,
                 batch: int = DEFAULT_BATCH, device: str = "cpu", seed: int = 0, learn_ranges: bool = True,
-                fp32_depthwise: bool = False, scheme: str = DEFAULT_SCHEME, progress: bool = True) -> ExportGraph:
+                fp32_depthwise: bool = False, progress: bool = True) -> ExportGraph:
     """The fake-quantised twin of ``graph`` trained to match its embeddings on ``images``
     (uint8 [N,H,W,3] at the member's input size); returned on the CPU, scales frozen."""
     if len(images) < 2:
@@ -216,7 +202,7 @@ def distil_int8(graph: ExportGraph, images: np.ndarray, *, steps: int = DEFAULT_
     if drift > 1e-4:
         raise ReidkitError(f"{graph.net.cfg.backbone}: folding BatchNorm changed the embedding (cosine off by {drift:.2g}); "
                            "this backbone's layers are not registered in execution order, so INT8 distillation cannot use it")
-    student, acts = fake_quantised(graph, fp32_depthwise=fp32_depthwise, scheme=scheme)
+    student, acts = fake_quantised(graph, fp32_depthwise=fp32_depthwise)
     student = student.to(device).eval()  # eval: BatchNorm statistics stay the member's
     with torch.no_grad():
         for i in range(0, len(images), batch):
