@@ -165,6 +165,9 @@ def train_cmd(data: str | None, config: Path | None, out: Path | None, **kw: Any
 @click.option("--int8-cache", type=click.Path(file_okay=False, path_type=Path),
               help="--int8-method distil: keep each finished INT8 twin here and reuse it when the member, recipe and images "
                    "are unchanged, so a re-run after a gate failure or an interruption trains only what is missing.")
+@click.option("--int8-min-cosine", type=click.FloatRange(0, 1, min_open=True),
+              help="The INT8 gate's threshold: the worst parity image's cosine to PyTorch fp32 (default 0.99). Lower it only "
+                   "after checking the INT8 rankings against fp32 on your own photos; the manifest records what was used.")
 @click.option("--device", default="auto", help="Where INT8 distillation trains: auto (the GPU if torch sees one), cpu, cuda.")
 @click.option("--trt", is_flag=True, help="Build FP16 TensorRT engines (needs TensorRT and an NVIDIA GPU).")
 @click.option("--mnn", is_flag=True, help="Also convert each member to MNN, the fastest fp32 CPU engine measured here "

@@ -164,3 +164,22 @@ def test_default_calibration_set_is_larger_and_holds_the_parity_set():
     assert len(calib) >= 4 * len(gate)
     gate_pixels = {im.tobytes() for im in gate}
     assert gate_pixels <= {im.tobytes() for im in calib}
+
+
+def test_int8_min_cosine_is_the_threshold_the_gate_applies_and_records(tmp_path, members):
+    strict = cli("reid-export", members[0], "-o", tmp_path / "strict", "--int8", "--int8-min-cosine", "0.999999", check=False)
+    assert strict.returncode == 1 and "onnx-int8" in strict.stderr and "fp32" not in strict.stderr.split("failed for")[-1]
+    assert not (tmp_path / "strict").exists()
+    loose = cli("reid-export", members[0], "-o", tmp_path / "loose", "--int8", "--int8-min-cosine", "0.9")
+    assert "INT8 gate lowered to min cosine 0.9" in loose.stderr
+    manifest = json.loads((tmp_path / "loose" / "manifest.json").read_text())
+    assert manifest["parity"]["tolerances"]["int8"]["min_cosine"] == 0.9
+    assert manifest["parity"]["tolerances"]["fp32"]["min_cosine"] == 0.99999  # only INT8 is the user's to set
+    (int8,) = [p for p in manifest["members"][0]["parity"] if p["variant"] == "onnx-int8"]
+    assert int8["passed"] and int8["tolerance"]["min_cosine"] == 0.9
+
+
+def test_int8_min_cosine_needs_int8(tmp_path, members):
+    res = cli("reid-export", members[0], "-o", tmp_path / "b", "--int8-min-cosine", "0.98", check=False)
+    assert res.returncode == 2 and "--int8" in res.stderr
+    assert not (tmp_path / "b").exists()

@@ -24,7 +24,7 @@ from reidkit.export.parity import (TOLERANCES, batch_for, calibration_images, co
                                    parity_images)
 from reidkit.hashing import sha256_file
 from reidkit.imaging import ResizePolicy
-from reidkit.runtime.bundle_format import ARTEFACTS, FileRef, Manifest, MemberRecord
+from reidkit.runtime.bundle_format import ARTEFACTS, FileRef, Manifest, MemberRecord, Tolerance
 
 log = logging.getLogger("reidkit")
 INT8_METHODS = ("ptq", "distil")
@@ -44,6 +44,7 @@ class ExportOptions:
     int8_batch: int | None = None
     int8_keep_fp32: str = "none"  # distil: "depthwise" leaves the depthwise convolutions fp32
     int8_cache: Path | None = None  # distil: finished twins kept here and reused (twin_cache)
+    int8_min_cosine: float | None = None  # the INT8 gate's threshold, when the user sets their own
     device: str = "auto"
     trt: bool = False
     mnn: bool = False
@@ -54,6 +55,25 @@ class ExportOptions:
     timing_cache: Path | None = None
     parity_images: Path | None = None
     overwrite: bool = False
+
+
+def gate_tolerances(opts: ExportOptions) -> dict[str, Tolerance]:
+    """The tolerances this export judges by: the stated ones, with the user's INT8 threshold if given.
+
+    Only INT8 is the user's to set: it is the one variant that trades fidelity for speed, and how
+    much a ranking can bear is theirs to judge (on their own photos); fp32 and FP16 drifting is a bug.
+    """
+    if opts.int8_min_cosine is None:
+        return dict(TOLERANCES)
+    if not opts.int8:
+        raise ReidkitError("--int8-min-cosine sets the INT8 gate; it needs --int8")
+    if not 0 < opts.int8_min_cosine <= 1:
+        raise ReidkitError(f"--int8-min-cosine {opts.int8_min_cosine}: give a cosine in (0, 1], e.g. 0.985")
+    if opts.int8_min_cosine < TOLERANCES["int8"].min_cosine:
+        log.warning("INT8 gate lowered to min cosine %g (default %g): the INT8 embeddings may move more than reidkit vouches for; "
+                    "compare the INT8 and fp32 rankings on your own photos before you rely on them",
+                    opts.int8_min_cosine, TOLERANCES["int8"].min_cosine)
+    return {**TOLERANCES, "int8": Tolerance(min_cosine=opts.int8_min_cosine)}
 
 
 def _member_names(entries: Sequence[EnsembleEntry]) -> list[str]:
@@ -149,6 +169,7 @@ def export_bundle(entries: Sequence[EnsembleEntry], out_dir: str | Path, opts: E
 
         require_mnn()
     extra = [k for k in MAKERS if getattr(opts, k)]
+    tolerances = gate_tolerances(opts)
     images = parity_images(opts.parity_images)
     if opts.int8_method not in INT8_METHODS:
         raise ReidkitError(f"unknown INT8 method {opts.int8_method!r}; use one of {', '.join(INT8_METHODS)}")
@@ -182,14 +203,15 @@ def export_bundle(entries: Sequence[EnsembleEntry], out_dir: str | Path, opts: E
                 ref = graph(torch.from_numpy(batch)).numpy()
             rec = MemberRecord(name, h, w, policy, graph.output_dim, entry.weight, {"fp32": FileRef(onnx_path.name, sha256_file(onnx_path))},
                                cfg.backbone, {"file": entry.checkpoint.name, "sha256": checkpoint_sha256})
-            member_results = [compare(name, "onnx-fp32", ref, _run_artefact("fp32", onnx_path, batch), TOLERANCES["fp32"])]
+            member_results = [compare(name, "onnx-fp32", ref, _run_artefact("fp32", onnx_path, batch), tolerances["fp32"])]
             ctx = {"calibration": calibration, "h": h, "w": w, "policy": policy, "graph": graph, "opts": opts, "device": device,
                    "name": name, "checkpoint_sha256": checkpoint_sha256}
             for kind in extra:
                 art = ARTEFACTS[kind]
                 path = tmp / art.filename(name)
                 MAKERS[kind](onnx_path, path, ctx)
-                member_results.append(compare(name, f"{art.fmt}-{art.precision}", ref, _run_artefact(kind, path, batch), art.tolerance))
+                member_results.append(compare(name, f"{art.fmt}-{art.precision}", ref, _run_artefact(kind, path, batch),
+                                              tolerances[art.precision]))
                 rec.files[kind] = FileRef(path.name, sha256_file(path))
             rec.parity = [r.to_dict() for r in member_results]
             members.append(rec)
@@ -205,7 +227,7 @@ def export_bundle(entries: Sequence[EnsembleEntry], out_dir: str | Path, opts: E
             parity={"images": len(images), "source": str(opts.parity_images or "ORL faces + synthetic Whale-do"),
                     **({"int8_calibration_images": len(calibration), "int8_method": opts.int8_method} if opts.int8 else {}),
                     **({"int8_distil": _distil_recipe(opts)} if opts.int8 and opts.int8_method == "distil" else {}),
-                    "tolerances": {p: asdict(t) for p, t in TOLERANCES.items()}},
+                    "tolerances": {p: asdict(t) for p, t in tolerances.items()}},
             tools=_tool_versions(),
             created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         )
