@@ -57,4 +57,6 @@ def progress_bar(iterable: Any = None, *, enabled: bool = True, **kw: Any) -> An
         return tqdm(iterable, disable=True, **kw)
     if sys.stderr.isatty():
         return tqdm(iterable, **kw)
-    return _logged_tqdm()(iterable, file=_LogLines(), delay=LOG_EVERY_S, mininterval=LOG_EVERY_S, ascii=True, **kw)
+    # maxinterval too: tqdm's monitor thread otherwise forces a redraw 10 s after each timed one (two lines a minute)
+    return _logged_tqdm()(iterable, file=_LogLines(), delay=LOG_EVERY_S, mininterval=LOG_EVERY_S, maxinterval=LOG_EVERY_S,
+                          ascii=True, **kw)
