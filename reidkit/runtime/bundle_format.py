@@ -49,10 +49,6 @@ class Artefact:
     suffix: str  # file name = member name + suffix
     export_flag: str | None  # the reid-export flag that writes it (None: always written)
 
-    @property
-    def tolerance(self) -> Tolerance:
-        return TOLERANCES[self.precision]
-
     def filename(self, member: str) -> str:
         return f"{member}{self.suffix}"
 
