@@ -158,3 +158,52 @@ def test_select_last_keeps_the_last_epoch_and_best_the_top_validation_epoch(tmp_
     meta = read_member_metadata(best)
     scores = [h["mAP@20"] for h in meta["training"]["history"]]
     assert meta["metrics"]["kept_epoch"] == scores.index(max(scores)) + 1 and meta["metrics"]["mAP@20"] == max(scores)
+
+
+def test_ema_saves_the_weight_average_leaves_training_alone_and_resumes(tmp_path):
+    from safetensors.torch import load_file
+
+    args = ["--data", "orl:1-8", "--val-identities", "0.25", "--backbone", "resnet10t", "--image-size", "40x32",
+            "--embedding-dim", "16", "--batch-size", "20", "--seed", "2"]
+    plain, ema, resumed = tmp_path / "plain.safetensors", tmp_path / "ema.safetensors", tmp_path / "resumed.safetensors"
+    cli("reid-train", *args, "--epochs", "3", "--out", plain)
+    cli("reid-train", *args, "--epochs", "3", "--out", ema, "--ema", "0.9")
+    p_last, e_kept, e_last = (load_file(str(f)) for f in (tmp_path / "plain.last.safetensors", ema, tmp_path / "ema.last.safetensors"))
+    net = [k for k in e_kept if k.startswith("net.")]
+    # the average does not steer training: the raw weights end where they end without it
+    assert all(torch.equal(e_last[k], p_last[k]) for k in net)
+    # what is saved is the average, not the last step
+    assert all(torch.equal(e_kept[k], e_last[f"ema.{k}"]) for k in net)
+    assert any(not torch.allclose(e_kept[k], e_last[k]) for k in net if e_kept[k].is_floating_point())
+    assert read_member_metadata(ema)["training"]["config"]["ema"] == 0.9
+    # resuming carries the average on: a run stopped after epoch 2 and resumed ends where the run in one go did
+    import reidkit.train.loop as loop
+    from reidkit.train.config import train_one
+
+    kw = {"backbone": "resnet10t", "image_size": "40x32", "embedding_dim": 16, "batch_size": 20, "seed": 2, "epochs": 3,
+          "val_identities": "0.25", "ema": 0.9, "progress": False}
+    saves, real_save = [], loop.save_member
+
+    def stop_in_epoch_3(path, *a, **k):
+        saves.append(path)
+        if len(saves) == 5:  # epoch 3's kept checkpoint: the process dies before it is written
+            raise KeyboardInterrupt
+        real_save(path, *a, **k)
+
+    loop.save_member = stop_in_epoch_3
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train_one("orl:1-8", resumed, kw)
+    finally:
+        loop.save_member = real_save
+    assert read_member_metadata(tmp_path / "resumed.last.safetensors")["resume"]["epoch"] == 2
+    train_one("orl:1-8", resumed, {**kw, "resume": True})
+    r_kept = load_file(str(resumed))
+    r_last = load_file(str(tmp_path / "resumed.last.safetensors"))
+    assert all(torch.allclose(r_last[k], e_last[k], atol=1e-6) for k in net)  # the same run (augmentation draws included)
+    assert all(torch.allclose(r_kept[k], e_kept[k], atol=1e-6) for k in net)  # and the same average
+    # a resume state without an average cannot silently start one from the trained weights
+    res = cli("reid-train", *args, "--epochs", "4", "--out", plain, "--ema", "0.9", "--resume", check=False)
+    assert res.returncode == 2 and "without --ema" in res.stderr
+    res = cli("reid-train", *args, "--epochs", "1", "--out", plain, "--ema", "1.0", check=False)
+    assert res.returncode == 2 and "--ema" in res.stderr

@@ -36,7 +36,7 @@ DEFAULTS: dict[str, Any] = {
     "backbone": "resnet18", "image_size": "112x96", "embedding_dim": 256, "epochs": 20, "batch_size": 32, "seed": 0,
     "device": "auto", "val_identities": "0.2", "select": "last", "head_kind": "subcenter_arcface", "subcenters": 2, "scale": 21.0, "margin": 0.3,
     "margin_a": 0.5, "margin_lambda": -0.125, "margin_b": 0.05, "loss": "ce", "focal_gamma": 2.0, "label_smoothing": 0.1,
-    "lr": 1e-3, "head_lr": 1e-2, "warmup_epochs": 1.0, "concat_stages": False, "resize": "stretch", "interpolation": "bilinear",
+    "lr": 1e-3, "head_lr": 1e-2, "warmup_epochs": 1.0, "ema": 0.0, "concat_stages": False, "resize": "stretch", "interpolation": "bilinear",
     "hflip": False, "pretrained": False, "weights": None, "workers": 0, "resume": False, "mean": None, "std": None,
 }
 
@@ -78,6 +78,8 @@ def build_config(kw: dict[str, Any]) -> TrainConfig:
         except ValueError:
             raise ReidkitError(f"image_size {size!r}: write HxW, e.g. 112x96") from None
     mean, std = normalisation(o)
+    if not 0.0 <= float(o["ema"]) < 1.0:
+        raise ReidkitError(f"ema {o['ema']}: a decay in [0, 1) (e.g. 0.99; 0 turns the weight average off)")
     return TrainConfig(
         member=MemberConfig(backbone=o["backbone"], input_size=tuple(size), embedding_dim=int(o["embedding_dim"]),  # type: ignore[arg-type]
                             concat_stages=bool(o["concat_stages"]), mean=mean, std=std,
@@ -86,7 +88,7 @@ def build_config(kw: dict[str, Any]) -> TrainConfig:
                         dynamic_a=float(o["margin_a"]), dynamic_lambda=float(o["margin_lambda"]), dynamic_b=float(o["margin_b"])),
         augment=AugmentConfig(hflip=bool(o["hflip"])),
         epochs=int(o["epochs"]), batch_size=int(o["batch_size"]), lr_backbone=float(o["lr"]), lr_head=float(o["head_lr"]),
-        warmup_epochs=float(o["warmup_epochs"]), loss=o["loss"], focal_gamma=float(o["focal_gamma"]),
+        warmup_epochs=float(o["warmup_epochs"]), ema=float(o["ema"]), loss=o["loss"], focal_gamma=float(o["focal_gamma"]),
         label_smoothing=float(o["label_smoothing"]), seed=int(o["seed"]), device=o["device"], val_identities=str(o["val_identities"]), select=str(o["select"]),
         workers=int(o["workers"]), pretrained=bool(o["pretrained"]), weights=o["weights"], progress=bool(o.get("progress", True)),
     )
