@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import shutil
 import statistics
 import subprocess
@@ -30,8 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.run_bench import cpu_info  # noqa: E402
-from reidkit.atomic import atomic_write  # noqa: E402
+from benchmarks.run_bench import cpu_info, write_report  # noqa: E402
 
 
 def run(bundle: Path, folder: Path, backend: str, precision: str, batch: int, out: Path) -> float:
@@ -87,12 +85,8 @@ def main() -> int:
              f"Bundle `{args.bundle}`; {args.n} photos from `{args.images}` as query and gallery (folder mode), "
              f"{args.rounds} rounds, each (engine, batch) once per round in rotated order; whole reid-infer processes, "
              f"launch to exit. Machine: {cpu}.", "", *rows]
-    args.out.mkdir(parents=True, exist_ok=True)
-    with atomic_write(args.out / f"{stem}.json", "w", encoding="utf-8") as fh:
-        json.dump({"bundle": str(args.bundle), "n": args.n, "rounds": args.rounds, "cpu": cpu, "seconds": times, "median": med}, fh, indent=1)
-    with atomic_write(args.out / f"{stem}.md", "w", encoding="utf-8") as fh:
-        fh.write("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_report(args.out, stem, {"bundle": str(args.bundle), "n": args.n, "rounds": args.rounds, "cpu": cpu, "seconds": times,
+                                  "median": med}, lines)
     return 0
 
 

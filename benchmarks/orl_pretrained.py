@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 BIN = Path(sys.executable).parent
 
-from reidkit.atomic import atomic_write  # noqa: E402
+from benchmarks.run_bench import write_report  # noqa: E402
 from reidkit.demo import RECIPE, UNSEEN, prepare, train_config  # noqa: E402
 
 
@@ -128,9 +128,6 @@ def main() -> int:
     stem = f"orl-{dev_tag}pretrained-{args.backbone}-{args.image_size}" + "".join(f"-{k}{v}" for k, v in overrides.items()) + f"-{date}"
     report = {"created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "machine": platform.processor() or platform.machine(),
               "backbone": args.backbone, "image_size": args.image_size, "dev": args.dev, "recipe": {**RECIPE, **trained}, "changed_from_recipe": overrides, "runs": runs, "spread": spread}
-    args.out.mkdir(parents=True, exist_ok=True)
-    with atomic_write(args.out / f"{stem}.json", "w", encoding="utf-8") as fh:
-        json.dump(report, fh, indent=2)
     recipe = " ".join(f"{k}={v}" for k, v in {**RECIPE, **trained}.items()) + (
         f" (changed from reidkit.demo RECIPE: {', '.join(f'{k}={v}' for k, v in overrides.items())})" if overrides else "")
     split = (f"Development split: trained on {dev_train}, scored on {fold} (s31-s40 untouched)." if args.dev else
@@ -150,9 +147,7 @@ def main() -> int:
     lines += ["", "Spread over seeds: " + "; ".join(f"{k}: mean {v['mean']:.4f}, min {v['min']:.4f}, max {v['max']:.4f}"
                                                  for k, v in spread.items()), "",
               "Wall time on a machine shared with other work; CPU seconds are the child processes' user+system time."]
-    with atomic_write(args.out / f"{stem}.md", "w", encoding="utf-8") as fh:
-        fh.write("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_report(args.out, stem, report, lines)
     return 0
 
 

@@ -131,6 +131,19 @@ def ensemble_gflops(checkpoints: list[Path]) -> float:
     return total / 1e9
 
 
+def write_report(out: Path, stem: str, doc: dict, md: list[str]) -> None:
+    """A benchmark's report pair, OUT/STEM.json and OUT/STEM.md, each written atomically (an
+    interrupted run leaves the previous report, never half of one); the markdown is echoed."""
+    from reidkit.atomic import atomic_write
+
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_write(out / f"{stem}.json", "w", encoding="utf-8") as fh:
+        fh.write(json.dumps(doc, indent=2) + "\n")
+    with atomic_write(out / f"{stem}.md", "w", encoding="utf-8") as fh:
+        fh.write("\n".join(md) + "\n")
+    print("\n".join(md))
+
+
 def last_line(text: str | None) -> str:
     lines = [l.strip() for l in (text or "").splitlines() if l.strip()]
     return lines[-1] if lines else "no message"
@@ -378,15 +391,8 @@ def main() -> int:
         f"**{med['seed']['wall'] / floor:.2f}x** the baseline. MNN computes 3x3 convolutions with Winograd transforms, fewer "
         f"multiplications for the same result, so that floor does not bind it. The fastest reid-infer fp32 run ({variants[best][0]}, "
         f"{med[best]['wall']:.2f} s) takes {med[best]['wall'] / floor:.2f}x the floor. Below fp32 the lever is fewer bits (INT8), at the agreement shown.")
-    args.out.mkdir(parents=True, exist_ok=True)
     stamp = ("gpu-" if gpu else "cpu-") + dt.date.today().isoformat() + (f"-{args.tag}" if args.tag else "")
-    from reidkit.atomic import atomic_write
-
-    with atomic_write(args.out / f"headline-{stamp}.md", "w", encoding="utf-8") as fh:
-        fh.write("\n".join(md) + "\n")
-    with atomic_write(args.out / f"headline-{stamp}.json", "w", encoding="utf-8") as fh:
-        fh.write(json.dumps(report, indent=2) + "\n")
-    print("\n".join(md))
+    write_report(args.out, f"headline-{stamp}", report, md)
     return 0
 
 
