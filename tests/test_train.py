@@ -160,7 +160,7 @@ def test_select_last_keeps_the_last_epoch_and_best_the_top_validation_epoch(tmp_
     assert meta["metrics"]["kept_epoch"] == scores.index(max(scores)) + 1 and meta["metrics"]["mAP@20"] == max(scores)
 
 
-def test_ema_saves_the_weight_average_leaves_training_alone_and_resumes(tmp_path):
+def test_ema_saves_the_weight_average_leaves_training_alone_and_resumes(tmp_path, monkeypatch):
     from safetensors.torch import load_file
 
     args = ["--data", "orl:1-8", "--val-identities", "0.25", "--backbone", "resnet10t", "--image-size", "40x32",
@@ -190,12 +190,10 @@ def test_ema_saves_the_weight_average_leaves_training_alone_and_resumes(tmp_path
             raise KeyboardInterrupt
         real_save(path, *a, **k)
 
-    loop.save_member = stop_in_epoch_3
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            train_one("orl:1-8", resumed, kw)
-    finally:
-        loop.save_member = real_save
+    monkeypatch.setattr(loop, "save_member", stop_in_epoch_3)
+    with pytest.raises(KeyboardInterrupt):
+        train_one("orl:1-8", resumed, kw)
+    monkeypatch.undo()
     assert read_member_metadata(tmp_path / "resumed.last.safetensors")["resume"]["epoch"] == 2
     train_one("orl:1-8", resumed, {**kw, "resume": True})
     r_kept = load_file(str(resumed))
