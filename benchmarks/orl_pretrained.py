@@ -10,8 +10,9 @@ with reid-eval: the same path a user takes, the unseen people touched only at th
 
 ``--dev`` is how a recipe is chosen without looking at the people it is reported on: it trains
 on s1-s20 and scores on s21-s30, so s31-s40 stay unseen until the chosen recipe's final run.
-``--dev-fold 1-10`` scores s1-s10 instead (trained on s11-s30): a second split, because a gain on
-one split of ten people did not carry over to s31-s40 (benchmarks/results/orl-dev/README.md).
+``--dev-fold 1-10`` scores s1-s10 instead (trained on s11-s30), ``--dev-fold 11-20`` s11-s20
+(trained on s1-s10 and s21-s30): three folds, because a gain on one split of ten people did not
+carry over to s31-s40 (benchmarks/results/orl-dev/README.md).
 
 Writes orl-pretrained-<backbone>-<size>-<date>.{md,json}. Times: wall and the CPU seconds of
 the child processes (other work on a shared machine stretches wall time, much less CPU time).
@@ -53,8 +54,8 @@ def sh(*args: object) -> tuple[float, float]:
 
 
 DEV_TRAIN, DEV_SCORED = "orl:1-20", range(21, 31)  # --dev: the recipe is chosen here, s31-s40 untouched
-# --dev-fold: the development splits of s1-s30 that ORL's contiguous orl:A-B data spec can express
-DEV_FOLDS = {"21-30": (DEV_TRAIN, DEV_SCORED), "1-10": ("orl:11-30", range(1, 11))}
+# --dev-fold: the three development splits of s1-s30, each scoring ten people and training on the other twenty
+DEV_FOLDS = {"21-30": (DEV_TRAIN, DEV_SCORED), "1-10": ("orl:11-30", range(1, 11)), "11-20": ("orl:1-10,21-30", range(11, 21))}
 
 
 def one_seed(work: Path, backbone: str, size: str, seed: int, overrides: dict[str, str], dev: bool = False,

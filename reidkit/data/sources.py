@@ -1,6 +1,6 @@
 """One ``--data`` argument for every kind of labelled source.
 
-``orl`` (the ORL faces, optionally ``orl:1-30``), a ``metadata.csv`` (or a folder holding
+``orl`` (the ORL faces, optionally ``orl:1-30`` or ``orl:1-10,21-30``), a ``metadata.csv`` (or a folder holding
 one), or a folder-per-identity tree.
 """
 
@@ -15,18 +15,29 @@ from reidkit.data.whaledo import read_metadata
 from reidkit.errors import ReidkitError
 
 
+def orl_people(spec: str) -> list[int]:
+    """``1-30`` or ``1-10,21-30``: the ORL people an ``orl:`` spec names. Lists of ranges exist
+    so that every ten of s1-s30 can be a development fold (benchmarks/orl_pretrained.py)."""
+    people: list[int] = []
+    for part in spec.split(","):
+        try:
+            lo, hi = (int(x) for x in part.split("-")) if "-" in part else (int(part),) * 2
+        except ValueError:
+            raise ReidkitError(f"--data orl:{spec}: write the ORL people as orl:FIRST-LAST (several joined by commas), "
+                               "e.g. orl:1-30 or orl:1-10,21-30") from None
+        if not 1 <= lo <= hi <= 40:
+            raise ReidkitError(f"--data orl:{spec}: ORL people are numbered 1 to 40, each range FIRST-LAST with FIRST <= LAST")
+        twice = sorted(set(people) & set(range(lo, hi + 1)))
+        if twice:
+            raise ReidkitError(f"--data orl:{spec}: person s{twice[0]} is named twice")
+        people += range(lo, hi + 1)
+    return people
+
+
 def read_labelled(data: str | Path) -> list[Sample]:
     s = str(data)
     if s == "orl" or s.startswith("orl:"):
-        people = None
-        if s.startswith("orl:"):
-            try:
-                lo, hi = (int(x) for x in s[4:].split("-"))
-            except ValueError:
-                raise ReidkitError(f"--data {s!r}: write the ORL people as orl:FIRST-LAST, e.g. orl:1-30") from None
-            if not 1 <= lo <= hi <= 40:
-                raise ReidkitError(f"--data {s!r}: ORL people are numbered 1 to 40")
-            people = range(lo, hi + 1)
+        people = orl_people(s[4:]) if s.startswith("orl:") else None
         return read_orl(people)
     p = Path(s)
     if p.is_file() and p.suffix.lower() == ".csv":
