@@ -7,6 +7,10 @@ STAMP   := $(VENV)/.reidkit-installed
 TORCH   := $(if $(wildcard /etc/xdg/pip/constraints.txt),torch==2.14.1 torchvision==0.29.1,torch torchvision)
 DEMO    ?= demo_out
 BENCH   ?= bench_out
+# pytest workers: most tests wait on subprocesses (console scripts, exports, a browser), so two
+# workers finish sooner on two cores. Whole files go to one worker (--dist loadfile): their
+# module fixtures (trained members, Ray clusters) are built once.
+TEST_WORKERS ?= 2
 
 .PHONY: demo test bench typecheck clean
 
@@ -26,7 +30,7 @@ $(STAMP): pyproject.toml Makefile
 
 test: $(STAMP)
 	$(MAKE) --no-print-directory typecheck
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 typecheck: $(STAMP)
 	$(PY) tools/fix_trt_stubs.py $(VENV)/trt-stubs
