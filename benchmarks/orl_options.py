@@ -70,12 +70,12 @@ def main() -> int:
         every = [v for vs in table[o].values() for v in vs]
         summary[o] = {"mean": statistics.mean(every), "fold_means": {f: statistics.mean(v) for f, v in table[o].items()}}
     date = dt.date.today().isoformat()
-    lines = [f"# reid-infer options on ORL development members ({args.tag}, {date})", "",
+    lines = [f"# reid-infer options on finished ORL members ({args.tag}, {date})", "",
              "mAP@20, scenario \"all\" (every image queries the other 99), of the people each member was scored on; "
              "the members are those of the folders below, unchanged; only the ranking differs.", "",
              "Folders: " + ", ".join(f"{f} = `{Path(d).name}`" for f, d in folds.items()), "",
              "| options | " + " | ".join(f"{f} (seeds)" for f in folds) + " | " + " | ".join(f"{f} mean" for f in folds)
-             + f" | mean of all | vs `{plain or 'plain'}` | folds better |",
+             + f" | mean of all | vs `{plain or 'plain'}` | splits where it is higher |",
              "|---|" + "---|" * (2 * len(folds) + 3)]
     for o in args.options:
         s = summary[o]
@@ -83,6 +83,8 @@ def main() -> int:
         lines.append(f"| `{o or 'plain'}` | " + " | ".join(" / ".join(f"{v:.3f}" for v in table[o][f]) for f in folds) + " | "
                      + " | ".join(f"{s['fold_means'][f]:.4f}" for f in folds)
                      + f" | {s['mean']:.4f} | {s['mean'] - summary[plain]['mean']:+.4f} | {better} of {len(folds)} |")
+    lines += ["", "Each folder's members were trained by benchmarks/orl_pretrained.py; its people scored here are the ones "
+              "its members never trained on (a development fold, or s31-s40)."]
     report = {"created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "tag": args.tag,
               "folds": folds, "options": args.options, "scores": table, "summary": summary}
     write_report(args.out, f"orl-options-{args.tag}-{date}", report, lines)
