@@ -7,9 +7,9 @@ STAMP   := $(VENV)/.reidkit-installed
 TORCH   := $(if $(wildcard /etc/xdg/pip/constraints.txt),torch==2.14.1 torchvision==0.29.1,torch torchvision)
 DEMO    ?= demo_out
 BENCH   ?= bench_out
-# pytest workers: most tests wait on subprocesses (console scripts, exports, a browser), so two
-# workers finish sooner on two cores. Whole files go to one worker (--dist loadfile): their
-# module fixtures (trained members, Ray clusters) are built once.
+# pytest workers, each pinned to its own share of the cores (tests/conftest.py), so their torch,
+# engines and console scripts never oversubscribe them. Whole files go to one worker
+# (--dist loadfile): their module fixtures (trained members, Ray clusters) are built once.
 TEST_WORKERS ?= 2
 
 .PHONY: demo test bench typecheck clean

@@ -215,8 +215,8 @@ def export_cmd(members: tuple[str, ...], out: Path, **kw: Any) -> None:
               help="Which of the bundle's ONNX graphs runs (default fp32; int8 is the fastest on CPUs, "
                    "fp16 suits ort-cuda). TensorRT engines are always fp16.")
 @click.option("--batch-size", default=32, type=click.IntRange(1, 4096))
-@click.option("--workers", default=None, type=click.IntRange(1, 256), help="Decode threads (default: cores, at most 8).")
-@click.option("--threads", default=None, type=click.IntRange(1, 256), help="Inference threads of onnxruntime, OpenVINO or MNN (default: cores).")
+@click.option("--workers", default=None, type=click.IntRange(1, 256), help="Decode threads (default: the CPUs this process may run on, at most 8).")
+@click.option("--threads", default=None, type=click.IntRange(1, 256), help="Inference threads of onnxruntime, OpenVINO or MNN (default: the CPUs this process may run on: its affinity mask, e.g. a Slurm or taskset cpuset).")
 @click.option("--cache", type=click.Path(dir_okay=False, path_type=Path), help="SQLite embedding cache: reruns and resumed runs skip finished images.")
 @click.option("--embeddings-out", type=click.Path(dir_okay=False, path_type=Path), help="Write embeddings with their ids (.npz).")
 @click.option("--qe", default=0, type=click.IntRange(0, 100), help="Query expansion: each query also searches with its K nearest gallery images (never its own). "

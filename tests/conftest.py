@@ -13,6 +13,22 @@ import pytest
 BIN = Path(sys.executable).parent
 
 
+def _pin_xdist_worker() -> None:
+    """Under pytest-xdist (`make test` runs two workers), each worker and every process it starts
+    keep to their own share of the cores. Unpinned, each worker's torch, onnxruntime and console
+    scripts start one thread per machine core, and two workers on two cores wait on each other;
+    pinned, reidkit's defaults (reidkit/cpus.py) and torch's OpenMP see one core each."""
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER", ""), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if not worker.startswith("gw") or not hasattr(os, "sched_setaffinity"):
+        return
+    cpus = sorted(os.sched_getaffinity(0))
+    if count <= len(cpus):
+        os.sched_setaffinity(0, cpus[int(worker[2:])::count])
+
+
+_pin_xdist_worker()  # before anything imports torch: its OpenMP pool is sized from the mask at load
+
+
 def cli(name: str, *args: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
     """Run a console script the way a user does; returns the completed process."""
     res = subprocess.run([str(BIN / name), *map(str, args)], capture_output=True, text=True, **kw)

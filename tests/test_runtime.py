@@ -1,4 +1,5 @@
 import csv
+import json
 import re
 import os
 import signal
@@ -348,3 +349,18 @@ def test_padded_batches_keep_one_shape_and_give_the_same_rows(bundle):
     out = np.concatenate([padded.run(x[:8]), padded.run(x[8:])])
     assert shapes == [8, 8] and out.shape[0] == 11
     assert np.allclose(out, OrtBackend(m.onnx, "cpu").run(x), atol=1e-5)
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity on this platform")
+def test_a_process_confined_to_one_cpu_starts_one_inference_thread_per_engine(bundle):
+    """A cpuset job (taskset, Slurm) must not start one thread per machine core on its one core."""
+    code = """
+import json, reidkit
+from reidkit.cpus import usable_cpus
+with reidkit.load_bundle({b!r}).embedder("ort-cpu") as emb:
+    threads = [be.session.get_session_options().intra_op_num_threads for be in emb.backends]
+    print(json.dumps({{"cpus": usable_cpus(), "ort": threads, "workers": emb.workers}}))
+""".format(b=str(bundle))
+    one = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         preexec_fn=lambda: os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}))
+    assert json.loads(one.stdout) == {"cpus": 1, "ort": [1, 1], "workers": 1}

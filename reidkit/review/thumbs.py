@@ -10,7 +10,6 @@ page over the same folder reuses finished thumbnails and remakes changed ones.
 from __future__ import annotations
 
 import hashlib
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Iterable
 from PIL import Image
 
 from reidkit.atomic import atomic_path
+from reidkit.cpus import usable_cpus
 from reidkit.imaging import ImageDecodeError, load_rgb
 from reidkit.progress import progress_bar
 
@@ -71,7 +71,7 @@ def make_thumbnails(sources: Iterable[Path], folder: Path, height: int = 160, wo
     ``folder`` that no source uses any more are removed."""
     unique = list(dict.fromkeys(sources))
     folder.mkdir(parents=True, exist_ok=True)
-    workers = workers or min(8, os.cpu_count() or 1)
+    workers = workers or min(8, usable_cpus())
     with ThreadPoolExecutor(workers) as pool:  # PIL decodes and resizes without the GIL
         thumbs = list(progress_bar(pool.map(lambda p: _make(p, folder, height), unique), enabled=progress,
                                    total=len(unique), desc="thumbnails", unit="img"))

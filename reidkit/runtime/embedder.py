@@ -24,6 +24,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 from PIL import Image
 
+from reidkit.cpus import usable_cpus
 from reidkit.hashing import content_key
 from reidkit.imaging import DEFAULT_MAX_PIXELS, ImageDecodeError, ResizePolicy, decode_rgb, from_array, resize_to, to_rgb
 from reidkit.runtime.backends.registry import AUTO, Backend
@@ -105,7 +106,7 @@ class Embedder:
         sel = select_backends(bundle, backend, precision, threads)
         self.backend_name, self.precision, self.reason, self.backends = sel.name, sel.precision, sel.reason, sel.backends
         self.batch_size = max(1, batch_size)
-        self.workers = workers or min(8, os.cpu_count() or 1)
+        self.workers = workers or min(8, usable_cpus())
         self.max_pixels = max_pixels
         self.sizes = input_sizes(bundle)
         self.cache = EmbeddingCache(cache, bundle.key(self.precision, self.backend_name), bundle.dim) if cache else None

@@ -26,6 +26,7 @@ from typing import Sequence
 
 import numpy as np
 
+from reidkit.cpus import usable_cpus
 from reidkit.runtime.backends.registry import BackendSpec
 from reidkit.runtime.backends.select import Selection, make_backends
 from reidkit.runtime.bundle import Bundle
@@ -61,7 +62,7 @@ def _version(spec: BackendSpec) -> str:
 
 def _record_key(bundle: Bundle, specs: Sequence[BackendSpec], precision: str, threads: int | None) -> str:
     desc = [[bundle.key(precision, s.name) for s in specs], [(s.name, _version(s)) for s in specs], cpu_model(),
-            os.cpu_count(), threads]
+            usable_cpus(), threads]
     return hashlib.sha256(json.dumps(desc).encode()).hexdigest()
 
 
@@ -119,7 +120,7 @@ def fastest(bundle: Bundle, specs: Sequence[BackendSpec], precision: str, thread
     rates = _time(bundle, loaded, precision)
     name = max(rates, key=lambda n: rates[n])
     rec = {"choice": name, "images_per_s": {n: round(r, 1) for n, r in rates.items()}, "precision": precision,
-           "cpu": cpu_model(), "cores": os.cpu_count(), "bundle": str(bundle.root),
+           "cpu": cpu_model(), "cores": usable_cpus(), "bundle": str(bundle.root),
            "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
     _save_record(path, key, rec)
     return Selection(name, precision, f"auto: {name}, fastest of those timed now on this bundle ({_rates(rec)})", loaded[name])

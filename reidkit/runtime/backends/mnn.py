@@ -20,6 +20,7 @@ from typing import Iterator
 
 import numpy as np
 
+from reidkit.cpus import usable_cpus
 from reidkit.errors import MissingDependencyError
 
 
@@ -57,7 +58,7 @@ class MnnBackend:
     def __init__(self, mnn_path: str | Path, threads: int | None = None) -> None:
         F, nn = _mnn()
         self._F = F
-        config = {"backend": "CPU", "precision": "high", "numThread": int(threads or os.cpu_count() or 1)}
+        config = {"backend": "CPU", "precision": "high", "numThread": int(threads or usable_cpus())}
         with _stdout_silenced():
             self._runtime = nn.create_runtime_manager((config,))
             self._net = nn.load_module_from_file(str(mnn_path), ["images"], ["embedding"], runtime_manager=self._runtime)

@@ -13,11 +13,11 @@ decode threads share these cores.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
+from reidkit.cpus import usable_cpus
 from reidkit.errors import MissingDependencyError
 
 
@@ -36,7 +36,7 @@ class OpenVinoBackend:
         ov = _ov()
         config = {
             "PERFORMANCE_HINT": "LATENCY",
-            "INFERENCE_NUM_THREADS": int(threads or os.cpu_count() or 1),
+            "INFERENCE_NUM_THREADS": int(threads or usable_cpus()),
             "INFERENCE_PRECISION_HINT": "f32",
             "ENABLE_CPU_PINNING": False,
         }

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import functools
-import os
 from pathlib import Path
 
 import numpy as np
 
+from reidkit.cpus import usable_cpus
 from reidkit.errors import MissingDependencyError
 
 
@@ -49,7 +49,7 @@ class OrtBackend:
         ort = _ort()
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        so.intra_op_num_threads = threads or os.cpu_count() or 1
+        so.intra_op_num_threads = threads or usable_cpus()
         so.inter_op_num_threads = 1
         so.log_severity_level = 3
         # Idle intra-op threads would spin between batches and starve the decode threads that
