@@ -69,13 +69,16 @@ def test_distillation_brings_the_int8_twin_closer_to_the_member(lite0):
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in graph.net.backbone.modules())
 
 
-def test_reid_export_distil_writes_an_int8_twin_that_passes_the_gate(tmp_path, members, synth):
+def test_reid_export_distil_writes_an_int8_twin_that_passes_the_gate_and_records_its_recipe(tmp_path, members, synth):
     out = tmp_path / "b"
-    res = cli("reid-export", members[0], "-o", out, "--int8", "--int8-method", "distil", "--int8-steps", "20",
-              "--int8-images", synth / "images", "--device", "cpu")
+    res = cli("reid-export", members[0], "-o", out, "--int8", "--int8-method", "distil", "--int8-keep-fp32", "depthwise",
+              "--int8-steps", "20", "--int8-lr", "2e-5", "--int8-batch", "8", "--int8-images", synth / "images", "--device", "cpu")
     assert "onnx-int8" in res.stdout and "FAIL" not in res.stdout
+    # resnet10t has no depthwise convolution: the option changes nothing, and the user is told
+    assert "no depthwise convolution" in res.stderr
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["parity"]["int8_method"] == "distil"
+    assert manifest["parity"]["int8_distil"] == {"steps": 20, "lr": 2e-5, "batch": 8, "fp32_depthwise": True}
     assert manifest["parity"]["int8_calibration_images"] == len(list((synth / "images").glob("*.jpg")))
     (member,) = manifest["members"]
     int8 = next(p for p in member["parity"] if p["variant"] == "onnx-int8")
@@ -139,17 +142,6 @@ def test_fp32_depthwise_twin_exports_only_those_convolutions_float(tmp_path, lit
         assert quantised(n.input[0]) == quantised(n.input[1]) == (n not in depthwise), n.name
     x = _images(4, 64, 48, seed=8)
     assert np.allclose(np.linalg.norm(OrtBackend(tmp_path / "twin.onnx").run(x), axis=1), 1, atol=1e-5)
-
-
-def test_reid_export_records_the_distillation_recipe(tmp_path, members, synth):
-    out = tmp_path / "b"
-    res = cli("reid-export", members[0], "-o", out, "--int8", "--int8-method", "distil", "--int8-keep-fp32", "depthwise",
-              "--int8-steps", "20", "--int8-lr", "2e-5", "--int8-batch", "8", "--int8-images", synth / "images", "--device", "cpu")
-    assert "FAIL" not in res.stdout
-    # resnet10t has no depthwise convolution: the option changes nothing, and the user is told
-    assert "no depthwise convolution" in res.stderr
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["parity"]["int8_distil"] == {"steps": 20, "lr": 2e-5, "batch": 8, "fp32_depthwise": True}
 
 
 def test_keep_fp32_needs_the_distil_method(tmp_path, members):
