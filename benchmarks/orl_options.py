@@ -44,12 +44,6 @@ def score(seed_dir: Path, options: str) -> float:
     return float(json.loads((out / "eval.json").read_text())["per_scenario"]["all"]["mAP@20"])
 
 
-def _l2(x):
-    import numpy as np
-
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
-
-
 def score_leave_query_out(seed_dir: Path, qe: int, dba: int) -> tuple[float, float]:
     """(mAP@20 "all" as reid-infer ranks with --qe/--dba, the same with each query's own image taken
     out of the database before the augmentation), both by brute force in numpy from the member's
@@ -61,6 +55,7 @@ def score_leave_query_out(seed_dir: Path, qe: int, dba: int) -> tuple[float, flo
     import numpy as np
 
     from reidkit.data.whaledo import read_metadata, read_scenarios
+    from reidkit.vectors import l2_normalise
 
     wd, out = seed_dir / "data" / "whaledo", seed_dir / "options"
     npz = out / "embeddings.npz"
@@ -73,7 +68,7 @@ def score_leave_query_out(seed_dir: Path, qe: int, dba: int) -> tuple[float, flo
 
     def augment(db: np.ndarray) -> np.ndarray:
         near = np.argsort(-(db @ db.T), axis=1, kind="stable")[:, :dba + 1]  # itself first, then its dba nearest
-        return _l2(db[near].mean(axis=1)) if dba else db
+        return l2_normalise(db[near].mean(axis=1)) if dba else db
 
     scores = []
     for leave_out in (False, True):

@@ -58,16 +58,15 @@ DEV_TRAIN, DEV_SCORED = "orl:1-20", range(21, 31)  # --dev: the recipe is chosen
 DEV_FOLDS = {"21-30": (DEV_TRAIN, DEV_SCORED), "1-10": ("orl:11-30", range(1, 11)), "11-20": ("orl:1-10,21-30", range(11, 21))}
 
 
-def one_seed(work: Path, backbone: str, size: str, seed: int, overrides: dict[str, str], dev: bool = False,
-             scored: range = DEV_SCORED) -> dict:
+def one_seed(work: Path, backbone: str, size: str, seed: int, overrides: dict[str, str], scored: range = UNSEEN) -> dict:
     """Train, export, rank and score one seed; the result is kept in work/seedN/result.json, so
     seeds can run as parallel processes sharing --work and a last call only writes the report.
-    ``overrides`` carries the training data of a --dev run (DEV_TRAIN)."""
+    ``overrides`` carries the training data of a --dev run, ``scored`` the people it ranks."""
     d = work / f"seed{seed}"
     if (d / "result.json").exists():
         return json.loads((d / "result.json").read_text())
     d.mkdir(parents=True, exist_ok=True)
-    prepare(d / "data", scored if dev else UNSEEN)
+    prepare(d / "data", scored)
     (d / "train.toml").write_text(train_config(members=[(backbone, size, seed, "m.safetensors")], overrides=overrides))
     train_wall, train_cpu = sh("reid-train", "--config", d / "train.toml")
     sh("reid-export", d / "m.safetensors", "-o", d / "bundle", "--overwrite")
@@ -118,7 +117,7 @@ def main() -> int:
         for seed in args.seeds:
             scored = f"{fold} (dev)" if args.dev else "s31-s40"
             print(f"seed {seed}: training, exporting, ranking {scored}", flush=True)
-            runs.append(one_seed(work, args.backbone, args.image_size, seed, trained, args.dev, dev_scored))
+            runs.append(one_seed(work, args.backbone, args.image_size, seed, trained, dev_scored if args.dev else UNSEEN))
             print(f"  mAP@20 {runs[-1]['scores']}", flush=True)
     if args.no_report:
         return 0
