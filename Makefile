@@ -1,10 +1,12 @@
 # Two commands: `make demo` and `make test`. Both create .venv if it is missing and install
-# what they need into it. On machines whose pip is capped to the torch wheels on local disk
-# (/etc/xdg/pip), torch comes pinned to those; anywhere else pip picks a current torch.
+# what they need into it. torch and torchvision are pinned as a pair (torchvision's C ops only
+# load with the torch they were built for; a mismatched pair fails at `import timm`). The pins are
+# the newest pair that the workplace's local wheels hold, so CI installs them from disk; anywhere
+# else pip fetches the same pair.
 VENV    ?= .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.reidkit-installed
-TORCH   := $(if $(wildcard /etc/xdg/pip/constraints.txt),torch==2.14.1 torchvision==0.29.1,torch torchvision)
+TORCH   ?= torch==2.14.1 torchvision==0.29.1
 DEMO    ?= demo_out
 BENCH   ?= bench_out
 # pytest workers, each pinned to its own share of the cores (tests/conftest.py), so their torch,
