@@ -70,13 +70,14 @@ def sweep(args: argparse.Namespace) -> None:
     for steps, lr, learn in [(s, r, bool(g)) for s in args.steps for g in args.learn_ranges for r in args.lr]:
         t = time.perf_counter()
         student = distil_int8(graph, train, steps=steps, lr=lr, batch=args.batch, device=args.device,
-                              learn_ranges=learn, fp32_depthwise=args.fp32_depthwise, progress=False)
+                              learn_ranges=learn, fp32_depthwise=args.fp32_depthwise, scheme=args.scheme,
+                              progress=False)
         seconds = time.perf_counter() - t
         with torch.no_grad():
             got = {k: student(torch.from_numpy(v)).numpy() for k, v in dev.items()}
-        name = f"{args.member.stem}.s{steps}.lr{lr:g}" + (".lsq" if learn else "") + (".dwfp32" if args.fp32_depthwise else "")
+        name = f"{args.member.stem}.s{steps}.lr{lr:g}" + (".lsq" if learn else "") + (".dwfp32" if args.fp32_depthwise else "") + f".{args.scheme}"
         export_onnx(student, out / f"{name}.int8.onnx")  # type: ignore[arg-type]
-        row = {"member": args.member.name, "steps": steps, "lr": lr, "learn_ranges": learn, "fp32_depthwise": args.fp32_depthwise, "batch": args.batch, "train_images": len(train),
+        row = {"member": args.member.name, "steps": steps, "lr": lr, "learn_ranges": learn, "fp32_depthwise": args.fp32_depthwise, "scheme": args.scheme, "batch": args.batch, "train_images": len(train),
                "device": args.device, "seconds": round(seconds, 1),
                **{f"torch_{k}_{m}": round(v, 4) for k in dev for m, v in judge(ref[k], got[k]).items()}}
         rows.append(row)
@@ -146,6 +147,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--learn-ranges", type=int, nargs="+", default=[0], help="0: min/max ranges fixed; 1: LSQ-trained")
     p.add_argument("--fp32-depthwise", action="store_true", help="keep the depthwise convolutions fp32")
+    p.add_argument("--scheme", default="w7a8", choices=["w7a8", "w8a8"], help="INT8 weight levels (w8a8 needs a VNNI CPU to judge)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--dev-whales", type=int, default=200)
     p.add_argument("--out", type=Path, default=Path("int8_sweep"))

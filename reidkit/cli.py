@@ -169,6 +169,10 @@ def train_cmd(data: str | None, config: Path | None, out: Path | None, **kw: Any
 @click.option("--int8-cache", type=click.Path(file_okay=False, path_type=Path),
               help="--int8-method distil: keep each finished INT8 twin here and reuse it when the member, recipe and images "
                    "are unchanged, so a re-run after a gate failure or an interruption trains only what is missing.")
+@click.option("--int8-scheme", default="w7a8", type=click.Choice(["w7a8", "w8a8"]),
+              help="INT8 weight levels. w7a8 (7-bit weights) runs on any CPU. w8a8 (8-bit weights) is more faithful but "
+                   "needs a CPU with VNNI (AVX-512 VNNI, AVX-VNNI, AMX) to export and to run: without it INT8 products "
+                   "saturate, so reid-export refuses it there and reid-infer refuses to run it there.")
 @click.option("--int8-min-cosine", type=click.FloatRange(0, 1, min_open=True),
               help="The INT8 gate's threshold: the worst parity image's cosine to PyTorch fp32 (default 0.99). Lower it only "
                    "after checking the INT8 rankings against fp32 on your own photos; the manifest records what was used.")

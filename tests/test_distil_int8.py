@@ -69,6 +69,29 @@ def test_distillation_brings_the_int8_twin_closer_to_the_member(lite0):
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in graph.net.backbone.modules())
 
 
+def _weight_levels(student):
+    """The largest |level| of the twin's frozen INT8 weights (levels = weight / its channel's scale)."""
+    top = 0
+    for conv in student.net.backbone.modules():
+        if isinstance(conv, torch.nn.Conv2d) and hasattr(conv, "parametrizations"):
+            q, w = conv.parametrizations["weight"][0], conv.parametrizations["weight"].original
+            top = max(top, int(torch.round(w / q.scale.reshape(-1, *[1] * (w.dim() - 1))).abs().max()))
+    return top
+
+
+def test_int8_scheme_sets_the_twins_weight_levels_and_w8a8_starts_closer(lite0):
+    _, graph = lite0
+    train, held_out = _images(24, 64, 48, seed=2), torch.from_numpy(_images(16, 64, 48, seed=3))
+    with torch.no_grad():
+        ref = graph(held_out)
+        w7 = distil_int8(graph, train, steps=0, progress=False)
+        w8 = distil_int8(graph, train, steps=0, scheme="w8a8", progress=False)
+        assert _weight_levels(w7) == 63 and _weight_levels(w8) == 127
+        assert _mean_cos(w8(held_out), ref) > _mean_cos(w7(held_out), ref)
+    with pytest.raises(Exception, match="unknown INT8 scheme"):
+        distil_int8(graph, train, steps=0, scheme="w4a4", progress=False)
+
+
 def test_reid_export_distil_writes_an_int8_twin_that_passes_the_gate_and_records_its_recipe(tmp_path, members, synth):
     out = tmp_path / "b"
     res = cli("reid-export", members[0], "-o", out, "--int8", "--int8-method", "distil", "--int8-keep-fp32", "depthwise",
@@ -78,7 +101,7 @@ def test_reid_export_distil_writes_an_int8_twin_that_passes_the_gate_and_records
     assert "no depthwise convolution" in res.stderr
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["parity"]["int8_method"] == "distil"
-    assert manifest["parity"]["int8_distil"] == {"steps": 20, "lr": 2e-5, "batch": 8, "fp32_depthwise": True}
+    assert manifest["parity"]["int8_distil"] == {"steps": 20, "lr": 2e-5, "batch": 8, "fp32_depthwise": True, "scheme": "w7a8"}
     assert manifest["parity"]["int8_calibration_images"] == len(list((synth / "images").glob("*.jpg")))
     (member,) = manifest["members"]
     int8 = next(p for p in member["parity"] if p["variant"] == "onnx-int8")

@@ -183,3 +183,79 @@ def test_int8_min_cosine_needs_int8(tmp_path, members):
     res = cli("reid-export", members[0], "-o", tmp_path / "b", "--int8-min-cosine", "0.98", check=False)
     assert res.returncode == 2 and "--int8" in res.stderr
     assert not (tmp_path / "b").exists()
+
+
+def _int8_weight_levels(onnx_path):
+    """The largest |level| among the graph's INT8 weight initialisers."""
+    from onnx import numpy_helper
+
+    model = onnx.load(str(onnx_path))
+    return max(int(np.abs(numpy_helper.to_array(t).astype(np.int32)).max())
+               for t in model.graph.initializer if t.data_type == onnx.TensorProto.INT8)
+
+
+def test_default_int8_scheme_keeps_weights_within_seven_bits(bundle):
+    # 7-bit weights are what lets any x86 CPU (no VNNI) run the graph without int16 saturation
+    b = load_bundle(bundle)
+    assert b.manifest.int8_scheme.name == "w7a8"
+    assert json.loads((bundle / "manifest.json").read_text())["parity"]["int8_scheme"] == "w7a8"
+    for m in b.members:
+        assert 32 <= _int8_weight_levels(m.onnx_for("int8")[0]) <= 64
+
+
+def _pretend_cpu(monkeypatch, flags):
+    import reidkit.cpus as cpus
+
+    monkeypatch.setattr(cpus.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(cpus, "cpu_flags", lambda: frozenset(flags))
+
+
+def test_int8_saturates_reads_the_vnni_flags(monkeypatch):
+    from reidkit.cpus import int8_saturates
+
+    _pretend_cpu(monkeypatch, {"avx2", "fma", "avx512f"})
+    assert "no VNNI" in int8_saturates()
+    for vnni in ("avx512_vnni", "avx_vnni", "amx_int8"):
+        _pretend_cpu(monkeypatch, {"avx2", vnni})
+        assert int8_saturates() is None
+    _pretend_cpu(monkeypatch, set())
+    assert "could not be read" in int8_saturates()
+    import reidkit.cpus as cpus
+
+    monkeypatch.setattr(cpus.platform, "machine", lambda: "aarch64")  # ARM's dot products accumulate in int32
+    assert int8_saturates() is None
+
+
+def test_w8a8_bundle_has_8_bit_weights_and_runs_only_where_vnni_is(tmp_path, monkeypatch, members):
+    from reidkit.ensemble import resolve_members
+    from reidkit.errors import MissingDependencyError
+    from reidkit.export.bundle import ExportOptions, export_bundle
+    from reidkit.runtime.backends.select import select_backends
+
+    out = tmp_path / "w8a8"
+    # the gate's threshold is not under test here: on a CPU without VNNI the real engine still saturates
+    opts = ExportOptions(int8=True, int8_scheme="w8a8", int8_min_cosine=0.2)
+    _pretend_cpu(monkeypatch, {"avx2"})
+    with pytest.raises(ReidkitError, match="no VNNI.*--int8-scheme w7a8"):
+        export_bundle(resolve_members([str(members[0])]), out, opts)
+    assert not out.exists()  # refused before any work
+    _pretend_cpu(monkeypatch, {"avx2", "avx512_vnni"})
+    export_bundle(resolve_members([str(members[0])]), out, opts)
+    b = load_bundle(out)
+    assert b.manifest.int8_scheme.name == "w8a8" and b.manifest.parity["int8_scheme"] == "w8a8"
+    assert _int8_weight_levels(b.members[0].onnx_for("int8")[0]) == 127
+    x = _batch(b.members[0].height, b.members[0].width)
+    (engine,) = select_backends(b, "ort-cpu", "int8").backends
+    assert engine.run(x).shape == (6, 32)
+    _pretend_cpu(monkeypatch, {"avx2"})  # the same bundle carried to a CPU without VNNI
+    with pytest.raises(ReidkitError, match=r"8-bit weights \(--int8-scheme w8a8\).*--precision fp32"):
+        select_backends(b, "ort-cpu", "int8")
+    with pytest.raises(MissingDependencyError, match="no VNNI"):
+        select_backends(b, "auto", "int8")
+    assert select_backends(b, "ort-cpu", "fp32").precision == "fp32"  # fp32 still runs there
+
+
+def test_int8_scheme_needs_int8(tmp_path, members):
+    res = cli("reid-export", members[0], "-o", tmp_path / "b", "--int8-scheme", "w8a8", check=False)
+    assert res.returncode == 2 and "--int8" in res.stderr
+    assert not (tmp_path / "b").exists()

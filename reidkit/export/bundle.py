@@ -24,7 +24,7 @@ from reidkit.export.parity import (TOLERANCES, batch_for, calibration_images, co
                                    parity_images)
 from reidkit.hashing import sha256_file
 from reidkit.imaging import ResizePolicy
-from reidkit.runtime.bundle_format import ARTEFACTS, FileRef, Manifest, MemberRecord, Tolerance
+from reidkit.runtime.bundle_format import ARTEFACTS, DEFAULT_INT8_SCHEME, INT8_SCHEMES, FileRef, Manifest, MemberRecord, Tolerance
 
 log = logging.getLogger("reidkit")
 INT8_METHODS = ("ptq", "distil")
@@ -45,6 +45,7 @@ class ExportOptions:
     int8_keep_fp32: str = "none"  # distil: "depthwise" leaves the depthwise convolutions fp32
     int8_cache: Path | None = None  # distil: finished twins kept here and reused (twin_cache)
     int8_min_cosine: float | None = None  # the INT8 gate's threshold, when the user sets their own
+    int8_scheme: str = DEFAULT_INT8_SCHEME  # bundle_format.INT8_SCHEMES: w7a8 runs on any CPU, w8a8 needs VNNI
     device: str = "auto"
     trt: bool = False
     mnn: bool = False
@@ -120,8 +121,8 @@ def _make_int8(src: Path, dst: Path, ctx: dict[str, Any]) -> None:
                            device=ctx["device"], torch=torch.__version__, reidkit=__version__)
             if fetch_twin(opts.int8_cache, ctx["name"], key, dst):
                 return
-        log.info("INT8 distillation: %d steps, lr %g, batch %d, depthwise convolutions %s, %d images, on %s",
-                 recipe["steps"], recipe["lr"], recipe["batch"], "fp32" if recipe["fp32_depthwise"] else "INT8", len(images), ctx["device"])
+        log.info("INT8 distillation: %d steps, lr %g, batch %d, %s, depthwise convolutions %s, %d images, on %s", recipe["steps"],
+                 recipe["lr"], recipe["batch"], recipe["scheme"], "fp32" if recipe["fp32_depthwise"] else "INT8", len(images), ctx["device"])
         student = distil_int8(ctx["graph"], images, device=ctx["device"], **recipe)
         export_onnx(student, dst, opts.opset)  # type: ignore[arg-type]  # the fake-quantised twin of an ExportGraph
         if opts.int8_cache is not None:
@@ -129,7 +130,7 @@ def _make_int8(src: Path, dst: Path, ctx: dict[str, Any]) -> None:
         return
     from reidkit.export.quantize import quantize_int8
 
-    quantize_int8(src, dst, batch_for(ctx["calibration"], ctx["h"], ctx["w"], ctx["policy"]))
+    quantize_int8(src, dst, batch_for(ctx["calibration"], ctx["h"], ctx["w"], ctx["policy"]), scheme=opts.int8_scheme)
 
 
 def _distil_recipe(opts: ExportOptions) -> dict[str, Any]:
@@ -140,7 +141,8 @@ def _distil_recipe(opts: ExportOptions) -> dict[str, Any]:
         return default if value is None else value
 
     return {"steps": given(opts.int8_steps, DEFAULT_STEPS), "lr": given(opts.int8_lr, DEFAULT_LR),
-            "batch": given(opts.int8_batch, DEFAULT_BATCH), "fp32_depthwise": opts.int8_keep_fp32 == "depthwise"}
+            "batch": given(opts.int8_batch, DEFAULT_BATCH), "fp32_depthwise": opts.int8_keep_fp32 == "depthwise",
+            "scheme": opts.int8_scheme}
 
 
 def _make_mnn(src: Path, dst: Path, ctx: dict[str, Any]) -> None:
@@ -179,6 +181,7 @@ def export_bundle(entries: Sequence[EnsembleEntry], out_dir: str | Path, opts: E
         raise ReidkitError("--int8-keep-fp32 applies to --int8-method distil only")
     if opts.int8_cache is not None and opts.int8_method != "distil":
         raise ReidkitError("--int8-cache applies to --int8-method distil only (post-training INT8 takes seconds)")
+    check_int8_scheme(opts)
     if opts.int8_method == "distil" and opts.int8:
         calibration = distillation_images(opts.int8_images, opts.parity_images)
     else:
@@ -225,7 +228,8 @@ def export_bundle(entries: Sequence[EnsembleEntry], out_dir: str | Path, opts: E
             members=members,
             fusion={"flip": opts.flip, "members": "concat", "normalize": True},
             parity={"images": len(images), "source": str(opts.parity_images or "ORL faces + synthetic Whale-do"),
-                    **({"int8_calibration_images": len(calibration), "int8_method": opts.int8_method} if opts.int8 else {}),
+                    **({"int8_calibration_images": len(calibration), "int8_method": opts.int8_method,
+                        "int8_scheme": opts.int8_scheme} if opts.int8 else {}),
                     **({"int8_distil": _distil_recipe(opts)} if opts.int8 and opts.int8_method == "distil" else {}),
                     "tolerances": {p: asdict(t) for p, t in tolerances.items()}},
             tools=_tool_versions(),
@@ -237,6 +241,21 @@ def export_bundle(entries: Sequence[EnsembleEntry], out_dir: str | Path, opts: E
             manifest.engines = build_bundle_engines(tmp, manifest, opts, images)
         manifest.write(tmp)
     return manifest.to_dict()
+
+
+def check_int8_scheme(opts: ExportOptions) -> None:
+    """Refuse, before any work, a scheme this machine could not judge: the gate runs the INT8
+    graph here, and where 8-bit products saturate it would fail for the CPU's sake, not the model's."""
+    from reidkit.cpus import int8_saturates
+
+    if opts.int8_scheme not in INT8_SCHEMES:
+        raise ReidkitError(f"unknown --int8-scheme {opts.int8_scheme!r}; use one of {', '.join(INT8_SCHEMES)}")
+    if opts.int8_scheme != DEFAULT_INT8_SCHEME and not opts.int8:
+        raise ReidkitError(f"--int8-scheme {opts.int8_scheme} applies to --int8 only")
+    why = int8_saturates() if INT8_SCHEMES[opts.int8_scheme].needs_vnni else None
+    if why:
+        raise ReidkitError(f"--int8-scheme {opts.int8_scheme}: {why}; the parity gate could not check such a graph here. "
+                           f"Export on a CPU with VNNI, or use --int8-scheme {DEFAULT_INT8_SCHEME} (runs on any CPU)")
 
 
 def resolve_device(device: str) -> str:

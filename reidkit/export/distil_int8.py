@@ -17,9 +17,11 @@ Choices, each measured on a fine-tuned Lite0 member (``benchmarks/results/int8-l
 - BatchNorm is folded into the convolutions before quantising (torch's
   ``fuse_conv_bn_weights``), so the INT8 weights are the ones the engine runs. Unfolded,
   OpenVINO folds BN into the weights after their dequantisation and the cosine fell to 0.17.
-- Weights per output channel, symmetric, 7-bit levels (+-63) in an int8 container: CPUs
+- Weights per output channel, symmetric, in an int8 container with the levels of the
+  export's ``--int8-scheme`` (``bundle_format.INT8_SCHEMES``): 7-bit (+-63) by default, as CPUs
   without VNNI multiply u8 x s8 pairs into saturating int16. With 8-bit levels PyTorch's
   simulation kept 0.90 but onnxruntime on AVX2 gave 0.76; with 7 the engines match it.
+  On a CPU with VNNI (or a GPU) 8-bit levels (w8a8) run as simulated and start closer.
 - Activations per tensor, uint8, at every backbone convolution's input; ranges are the
   min/max over the images, then fixed.
 - Only the backbone's convolutions: GeM, the neck, the flip fusion and the L2 norms stay
@@ -42,10 +44,10 @@ from torch.nn.utils import parametrize
 from reidkit.errors import ReidkitError
 from reidkit.export.graph import ExportGraph
 from reidkit.progress import progress_bar
+from reidkit.runtime.bundle_format import DEFAULT_INT8_SCHEME, INT8_SCHEMES
 
 log = logging.getLogger("reidkit")
 
-WEIGHT_LEVELS = 63  # 7-bit symmetric weights; see the module docstring
 # chosen on a dev set (benchmarks/int8_distil.py; benchmarks/results/int8-lite0.md), not on benchmark whales
 DEFAULT_STEPS = 1500
 DEFAULT_LR = 1e-5
@@ -76,7 +78,7 @@ def fold_batchnorm(root: nn.Module) -> int:
 
 
 class WeightFakeQuant(nn.Module):
-    """Parametrisation of a conv weight: per-output-channel symmetric INT8 (7-bit levels).
+    """Parametrisation of a conv weight: per-output-channel symmetric INT8 (``levels``: 63 or 127).
 
     The scale follows the weights while they train; ``freeze`` fixes it, so the exported
     graph holds constant scales (QuantizeLinear on a constant weight) that engines fold.
@@ -85,12 +87,13 @@ class WeightFakeQuant(nn.Module):
     scale: torch.Tensor
     zero_point: torch.Tensor
 
-    def __init__(self) -> None:
+    def __init__(self, levels: int) -> None:
         super().__init__()
         self.frozen = False
+        self.levels = levels
 
     def _scale(self, w: torch.Tensor) -> torch.Tensor:
-        return w.detach().abs().amax(dim=tuple(range(1, w.dim()))).clamp(min=1e-12) / WEIGHT_LEVELS
+        return w.detach().abs().amax(dim=tuple(range(1, w.dim()))).clamp(min=1e-12) / self.levels
 
     def freeze(self, w: torch.Tensor) -> None:
         s = self._scale(w)
@@ -163,7 +166,8 @@ def is_depthwise(conv: nn.Conv2d) -> bool:
     return conv.groups > 1 and conv.groups == conv.in_channels
 
 
-def fake_quantised(graph: ExportGraph, *, fp32_depthwise: bool = False) -> tuple[ExportGraph, list[ActivationFakeQuant]]:
+def fake_quantised(graph: ExportGraph, *, fp32_depthwise: bool = False,
+                   weight_levels: int = INT8_SCHEMES[DEFAULT_INT8_SCHEME].weight_levels) -> tuple[ExportGraph, list[ActivationFakeQuant]]:
     """A copy of ``graph`` with BN folded and fake quantisers on every backbone convolution
     (but the depthwise ones, with ``fp32_depthwise``)."""
     student = copy.deepcopy(graph).eval()
@@ -171,7 +175,7 @@ def fake_quantised(graph: ExportGraph, *, fp32_depthwise: bool = False) -> tuple
     acts: list[ActivationFakeQuant] = []
     for conv in student.net.backbone.modules():
         if isinstance(conv, nn.Conv2d) and not (fp32_depthwise and is_depthwise(conv)):
-            parametrize.register_parametrization(conv, "weight", WeightFakeQuant())
+            parametrize.register_parametrization(conv, "weight", WeightFakeQuant(weight_levels))
             conv.act_quant = ActivationFakeQuant()
             conv.register_forward_pre_hook(_quantise_input)
             acts.append(conv.act_quant)
@@ -188,7 +192,7 @@ def _cosines(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def distil_int8(graph: ExportGraph, images: np.ndarray, *, steps: int = DEFAULT_STEPS, lr: float = DEFAULT_LR,
                 batch: int = DEFAULT_BATCH, device: str = "cpu", seed: int = 0, learn_ranges: bool = True,
-                fp32_depthwise: bool = False, progress: bool = True) -> ExportGraph:
+                fp32_depthwise: bool = False, scheme: str = DEFAULT_INT8_SCHEME, progress: bool = True) -> ExportGraph:
     """The fake-quantised twin of ``graph`` trained to match its embeddings on ``images``
     (uint8 [N,H,W,3] at the member's input size); returned on the CPU, scales frozen."""
     if len(images) < 2:
@@ -202,7 +206,9 @@ def distil_int8(graph: ExportGraph, images: np.ndarray, *, steps: int = DEFAULT_
     if drift > 1e-4:
         raise ReidkitError(f"{graph.net.cfg.backbone}: folding BatchNorm changed the embedding (cosine off by {drift:.2g}); "
                            "this backbone's layers are not registered in execution order, so INT8 distillation cannot use it")
-    student, acts = fake_quantised(graph, fp32_depthwise=fp32_depthwise)
+    if scheme not in INT8_SCHEMES:
+        raise ReidkitError(f"unknown INT8 scheme {scheme!r}; use one of {', '.join(INT8_SCHEMES)}")
+    student, acts = fake_quantised(graph, fp32_depthwise=fp32_depthwise, weight_levels=INT8_SCHEMES[scheme].weight_levels)
     student = student.to(device).eval()  # eval: BatchNorm statistics stay the member's
     with torch.no_grad():
         for i in range(0, len(images), batch):

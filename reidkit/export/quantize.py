@@ -5,9 +5,10 @@ FLOP ceiling), so lower precision is the remaining lever. onnxruntime's quantise
 tool made for this; written by hand it would be a worse copy. Choices, and why:
 
 - QDQ format with per-channel int8 weights: the format onnxruntime's CPU kernels fuse best.
-- ``reduce_range`` (7-bit weights): CPUs without VNNI multiply u8 x s8 pairs into int16 with
-  saturation; 7-bit weights cannot saturate. Measured on AVX2 it costs no speed and keeps
-  the minimum cosine near 0.998 where 8-bit gave 0.985.
+- ``reduce_range`` (7-bit weights) unless the export asks for ``--int8-scheme w8a8``: CPUs
+  without VNNI multiply u8 x s8 pairs into int16 with saturation; 7-bit weights cannot
+  saturate. Measured on AVX2 it costs no speed and keeps the minimum cosine near 0.998 where
+  8-bit gave 0.985 (see ``bundle_format.Int8Scheme``).
 - Only Conv/MatMul/Gemm are quantised: the in-graph preprocessing, the GeM power, the
   flip fusion and the L2 norms stay fp32, so the contract (uint8 in, unit-norm fp32 out)
   is unchanged.
@@ -30,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from reidkit.errors import MissingDependencyError, ReidkitError
+from reidkit.runtime.bundle_format import DEFAULT_INT8_SCHEME, INT8_SCHEMES
 
 QUANTISED_OPS = ["Conv", "MatMul", "Gemm"]
 
@@ -42,7 +44,8 @@ def kept_fp32(model_path: str | Path) -> list[str]:
     return sorted({names[0], names[-1]}) if names else []
 
 
-def quantize_int8(src: str | Path, dst: str | Path, calibration: np.ndarray, batch: int = 8) -> None:
+def quantize_int8(src: str | Path, dst: str | Path, calibration: np.ndarray, batch: int = 8,
+                  scheme: str = DEFAULT_INT8_SCHEME) -> None:
     """Write the INT8 twin of ``src`` to ``dst``, calibrated on uint8 [N,H,W,3] images."""
     try:
         from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quant_pre_process, quantize_static
@@ -64,7 +67,8 @@ def quantize_int8(src: str | Path, dst: str | Path, calibration: np.ndarray, bat
         with tempfile.TemporaryDirectory(prefix="reidkit-int8-") as tmp:
             pre = Path(tmp) / "pre.onnx"
             quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-            quantize_static(str(pre), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=True,
+            quantize_static(str(pre), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                            reduce_range=INT8_SCHEMES[scheme].weight_levels < 127,
                             op_types_to_quantize=QUANTISED_OPS, nodes_to_exclude=kept_fp32(pre),
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
     finally:

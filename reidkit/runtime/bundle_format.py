@@ -38,6 +38,25 @@ TOLERANCES = {"fp32": FP32, "fp16": FP16, "int8": INT8}  # by precision, for eve
 
 
 @dataclass(frozen=True)
+class Int8Scheme:
+    """How many levels an INT8 graph's weights use, and what a CPU needs to run it faithfully.
+
+    x86 CPUs without VNNI multiply uint8 activations by int8 weights in pairs summed into a
+    saturating int16, so 8-bit weights can overflow there (onnxruntime and OpenVINO agree; the
+    embedding fell to cosine 0.17 in ``benchmarks/results/int8-lite0.md``). 7-bit weights cannot,
+    and run anywhere; 8-bit weights are the more faithful start where VNNI (or a GPU) is present.
+    """
+
+    name: str
+    weight_levels: int  # symmetric weights in [-levels, levels]
+    needs_vnni: bool
+
+
+INT8_SCHEMES = {s.name: s for s in (Int8Scheme("w7a8", 63, False), Int8Scheme("w8a8", 127, True))}
+DEFAULT_INT8_SCHEME = "w7a8"  # portable: a bundle may be run on other CPUs than the one that exported it
+
+
+@dataclass(frozen=True)
 class Artefact:
     """One kind of model file a member can carry in its bundle."""
 
@@ -194,6 +213,15 @@ class Manifest:
             if m.name == name:
                 return m
         raise KeyError(name)
+
+    @property
+    def int8_scheme(self) -> Int8Scheme:
+        """The INT8 graphs' scheme; bundles from before the choice existed used 7-bit weights."""
+        name = str(self.parity.get("int8_scheme", DEFAULT_INT8_SCHEME))
+        if name not in INT8_SCHEMES:
+            raise ReidkitError(f"the manifest names INT8 scheme {name!r}, which this reidkit does not know "
+                               f"({', '.join(INT8_SCHEMES)}); upgrade reidkit or {REEXPORT}")
+        return INT8_SCHEMES[name]
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema_version": self.schema_version, "created_at": self.created_at, "members": [m.to_dict() for m in self.members],

@@ -17,7 +17,7 @@ from reidkit.errors import MissingDependencyError, ReidkitError
 from reidkit.runtime.backends.registry import AUTO, BACKENDS, Backend, BackendSpec, get_backend
 from reidkit.runtime.backends.trt import engines_for_this_gpu
 from reidkit.runtime.bundle import Bundle, verify_file
-from reidkit.runtime.bundle_format import PRECISIONS, artefact_for
+from reidkit.runtime.bundle_format import DEFAULT_INT8_SCHEME, PRECISIONS, artefact_for
 
 __all__ = ["Backend", "Selection", "make_backends", "resolve_precision", "select_backends", "bundle_lacks"]
 
@@ -53,6 +53,14 @@ def bundle_lacks(bundle: Bundle, spec: BackendSpec, precision: str) -> str | Non
     missing = [m.name for m in bundle.members if art.kind not in m.files]
     if missing:
         return f"{bundle.root} has no {art.label} for {', '.join(missing)}; re-export with `reid-export ... {art.export_flag}`"
+    if precision == "int8" and spec.device == "cpu" and bundle.manifest.int8_scheme.needs_vnni:
+        from reidkit.cpus import int8_saturates
+
+        why = int8_saturates()
+        if why:
+            scheme = bundle.manifest.int8_scheme.name
+            return (f"{bundle.root}'s INT8 graphs use 8-bit weights (--int8-scheme {scheme}) and {why}, which would corrupt "
+                    f"the embeddings; use --precision fp32 here, or re-export with --int8-scheme {DEFAULT_INT8_SCHEME}")
     return None
 
 
