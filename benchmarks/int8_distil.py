@@ -10,6 +10,7 @@ The benchmark's evaluation whales (run_bench.py, seed 7) are not used here.
   python benchmarks/int8_distil.py --member M.safetensors --images bench_lite0/train/images \
       --steps 300 1000 --lr 2e-5 1e-4 --device cuda --out int8_sweep
   python benchmarks/int8_distil.py --judge int8_sweep
+  python benchmarks/int8_distil.py --judge-twin bundle/m.onnx int8-twins/m.<key>.int8.onnx
 """
 
 from __future__ import annotations
@@ -109,6 +110,29 @@ def judge_dir(folder: Path) -> None:
     (folder / "engines.json").write_text(json.dumps(rows, indent=1))
 
 
+def judge_twin(fp32: Path, twin: Path) -> dict[str, object]:
+    """One INT8 graph against its fp32 graph, both on onnxruntime (the gate's engine): the default
+    parity set, 32 fresh whales (seed 13: no training, dev or benchmark seed) and 200 dev whales."""
+    import onnxruntime as ort
+
+    from reidkit.data.synth import sample_images
+    from reidkit.export.parity import batch_for, parity_images
+    from reidkit.imaging import ResizePolicy
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    a, b = (ort.InferenceSession(str(f), opts, providers=["CPUExecutionProvider"]) for f in (fp32, twin))
+    h, w = a.get_inputs()[0].shape[1:3]
+    row: dict[str, object] = {"twin": twin.name}
+    for name, imgs in (("parity", parity_images(None)), ("fresh32_seed13", sample_images(32, seed=13)),
+                       ("dev200_seed5", sample_images(200, seed=5))):
+        x = batch_for(imgs, h, w, ResizePolicy())
+        ref, got = (np.concatenate([s.run(None, {"images": x[i:i + 32]})[0] for i in range(0, len(x), 32)]) for s in (a, b))
+        row.update({f"{name}_{k}": round(v, 4) for k, v in judge(ref, got).items()})
+    print(json.dumps(row), flush=True)
+    return row
+
+
 def speed_dir(folder: Path, rounds: int = 3, n: int = 64, batch: int = 32) -> None:
     """OpenVINO ms/img of each INT8 ONNX against its member's fp32 ONNX, interleaved rounds, best of each."""
     import openvino as ov
@@ -153,8 +177,12 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path("int8_sweep"))
     p.add_argument("--judge", type=Path, help="judge the INT8 ONNX files in this folder on the CPU engines, then stop")
     p.add_argument("--speed", type=Path, help="time OpenVINO on the fp32 and INT8 ONNX files in this folder, then stop")
+    p.add_argument("--judge-twin", type=Path, nargs=2, metavar=("FP32_ONNX", "INT8_ONNX"),
+                   help="judge one INT8 graph (e.g. a twin from reid-export --int8-cache) against its member's fp32 ONNX, then stop")
     a = p.parse_args()
-    if a.judge:
+    if a.judge_twin:
+        judge_twin(*a.judge_twin)
+    elif a.judge:
         judge_dir(a.judge)
     elif a.speed:
         speed_dir(a.speed)

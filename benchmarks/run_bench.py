@@ -67,7 +67,11 @@ def cpu_info() -> dict[str, object]:
         ghz = max(mhz) / 1000 if mhz else 2.0
         # fp32 FLOPs per cycle per core: 2 FMA units x (16 lanes AVX-512 | 8 lanes AVX2) x 2
         per_cycle = 64 if "avx512f" in flags else 32 if "fma" in flags else 8
-        info.update({"ghz": ghz, "fp32_flops_per_cycle": per_cycle, "isa": "avx512" if per_cycle == 64 else "avx2+fma" if per_cycle == 32 else "sse"})
+        isa = "avx512" if per_cycle == 64 else "avx2+fma" if per_cycle == 32 else "sse"
+        from reidkit.cpus import INT8_DOT_FLAGS
+
+        vnni = [f for f in INT8_DOT_FLAGS if f in flags]  # whether 8-bit INT8 weights can run (bundle_format.Int8Scheme)
+        info.update({"ghz": ghz, "fp32_flops_per_cycle": per_cycle, "isa": isa + ("+" + "+".join(vnni) if vnni else ", no VNNI")})
         info["peak_gflops"] = (os.cpu_count() or 1) * ghz * per_cycle
     except (OSError, StopIteration):
         pass
