@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from reidkit.runtime.bundle_format import DEFAULT_INT8_SCHEME, INT8_SCHEMES
+
 
 def dev_set(h: int, w: int, policy, n: int) -> dict[str, np.ndarray]:  # type: ignore[no-untyped-def]
     from reidkit.data.synth import sample_images
@@ -171,7 +173,8 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--learn-ranges", type=int, nargs="+", default=[0], help="0: min/max ranges fixed; 1: LSQ-trained")
     p.add_argument("--fp32-depthwise", action="store_true", help="keep the depthwise convolutions fp32")
-    p.add_argument("--scheme", default="w7a8", choices=["w7a8", "w8a8"], help="INT8 weight levels (w8a8 needs a VNNI CPU to judge)")
+    p.add_argument("--scheme", default=DEFAULT_INT8_SCHEME, choices=list(INT8_SCHEMES),
+                   help="INT8 weight levels (w8a8 needs a VNNI CPU to judge)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--dev-whales", type=int, default=200)
     p.add_argument("--out", type=Path, default=Path("int8_sweep"))

@@ -18,7 +18,7 @@ import click
 
 from reidkit.runtime.backends.registry import BACKENDS, CHOICES
 from reidkit.runtime.backends.registry import cli_help as backends_help
-from reidkit.runtime.bundle_format import PRECISIONS
+from reidkit.runtime.bundle_format import DEFAULT_INT8_SCHEME, INT8_SCHEMES, PRECISIONS
 
 log = logging.getLogger("reidkit")
 
@@ -169,7 +169,7 @@ def train_cmd(data: str | None, config: Path | None, out: Path | None, **kw: Any
 @click.option("--int8-cache", type=click.Path(file_okay=False, path_type=Path),
               help="--int8-method distil: keep each finished INT8 twin here and reuse it when the member, recipe and images "
                    "are unchanged, so a re-run after a gate failure or an interruption trains only what is missing.")
-@click.option("--int8-scheme", default="w7a8", type=click.Choice(["w7a8", "w8a8"]),
+@click.option("--int8-scheme", default=DEFAULT_INT8_SCHEME, type=click.Choice(list(INT8_SCHEMES)),
               help="INT8 weight levels. w7a8 (7-bit weights) runs on any CPU. w8a8 (8-bit weights) is more faithful but "
                    "needs a CPU with VNNI (AVX-512 VNNI, AVX-VNNI, AMX) to export and to run: without it INT8 products "
                    "saturate, so reid-export refuses it there and reid-infer refuses to run it there.")

@@ -53,13 +53,13 @@ def bundle_lacks(bundle: Bundle, spec: BackendSpec, precision: str) -> str | Non
     missing = [m.name for m in bundle.members if art.kind not in m.files]
     if missing:
         return f"{bundle.root} has no {art.label} for {', '.join(missing)}; re-export with `reid-export ... {art.export_flag}`"
-    if precision == "int8" and spec.device == "cpu" and bundle.manifest.int8_scheme.needs_vnni:
+    scheme = bundle.manifest.int8_scheme if precision == "int8" and spec.device == "cpu" else None
+    if scheme is not None and scheme.needs_vnni:
         from reidkit.cpus import int8_saturates
 
         why = int8_saturates()
         if why:
-            scheme = bundle.manifest.int8_scheme.name
-            return (f"{bundle.root}'s INT8 graphs use 8-bit weights (--int8-scheme {scheme}) and {why}, which would corrupt "
+            return (f"{bundle.root}'s INT8 graphs use 8-bit weights (--int8-scheme {scheme.name}) and {why}, which would corrupt "
                     f"the embeddings; use --precision fp32 here, or re-export with --int8-scheme {DEFAULT_INT8_SCHEME}")
     return None
 
