@@ -53,8 +53,23 @@ def test_seed_baseline_and_reid_infer_give_the_same_submission(tmp_path, bundle,
     spec = importlib.util.spec_from_file_location("run_bench", ROOT / "benchmarks" / "run_bench.py")
     run_bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(run_bench)
-    agree = run_bench.agreement(tmp_path / "seed.csv", tmp_path / "ours.csv")
-    assert agree["top20_overlap"] > 0.99 and agree["max_score_diff"] < 1e-4
+    agree = run_bench.agreement(tmp_path / "seed.csv", tmp_path / "ours.csv", synth / "labels.csv")
+    assert agree["top20_overlap"] > 0.99 and agree["max_score_diff"] < 1e-4 and agree["true_matches_kept"] == 1.0
+
+
+def test_bench_agreement_counts_the_true_matches_a_backend_drops_from_the_baselines_lists(tmp_path):
+    spec = importlib.util.spec_from_file_location("run_bench", ROOT / "benchmarks" / "run_bench.py")
+    run_bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run_bench)
+    head = "query_id,database_image_id,score\n"
+    (tmp_path / "base.csv").write_text(head + "q1,t1,0.9\nq1,n1,0.8\nq1,t2,0.7\nq2,t3,0.9\nq2,n2,0.5\n")
+    # q1 loses true match t2 to a non-match; q2 swaps one non-match for another
+    (tmp_path / "cand.csv").write_text(head + "q1,t1,0.9\nq1,n1,0.8\nq1,n3,0.71\nq2,t3,0.9\nq2,n4,0.51\n")
+    (tmp_path / "labels.csv").write_text("query_id,database_image_id\nq1,t1\nq1,t2\nq2,t3\nq2,t4\n")
+    agree = run_bench.agreement(tmp_path / "base.csv", tmp_path / "cand.csv", tmp_path / "labels.csv")
+    assert agree["top20_overlap"] == pytest.approx((2 / 3 + 1 / 2) / 2)
+    assert agree["true_matches_kept"] == pytest.approx(2 / 3)  # t4 was in neither list: not counted
+    assert "true_matches_kept" not in run_bench.agreement(tmp_path / "base.csv", tmp_path / "cand.csv")
 
 
 def test_make_bench_export_keeps_the_variants_that_pass_and_names_the_one_that_failed(tmp_path, members):
