@@ -65,11 +65,13 @@ def _weight_levels(student):
 
 def test_distillation_brings_the_int8_twin_closer_to_the_member_and_its_scheme_sets_the_weight_levels(lite0):
     _, graph = lite0
-    train, held_out = _images(48, 64, 48, seed=2), torch.from_numpy(_images(16, 64, 48, seed=3))
+    # enough images that the twin learns the member rather than its training set, and enough held-out
+    # ones that the mean is steady: on 48 / 16 the gain depended on torch's thread count
+    train, held_out = _images(192, 64, 48, seed=2), torch.from_numpy(_images(64, 64, 48, seed=3))
     with torch.no_grad():
         ref = graph(held_out)
         untrained = distil_int8(graph, train, steps=0, progress=False)
-        trained = distil_int8(graph, train, steps=60, batch=8, progress=False)  # the default learning rate
+        trained = distil_int8(graph, train, steps=120, batch=8, lr=2e-5, progress=False)  # make bench's learning rate
         eight_bit = distil_int8(graph, train, steps=0, scheme="w8a8", progress=False)
         u, t = untrained(held_out), trained(held_out)
         assert _mean_cos(eight_bit(held_out), ref) > _mean_cos(u, ref)  # --int8-scheme w8a8 starts closer
@@ -77,9 +79,10 @@ def test_distillation_brings_the_int8_twin_closer_to_the_member_and_its_scheme_s
     assert _weight_levels(untrained) == 63 and _weight_levels(eight_bit) == 127  # the default scheme is w7a8
     with pytest.raises(Exception, match="unknown INT8 scheme"):
         distil_int8(graph, train, steps=0, scheme="w4a4", progress=False)
-    # on images it never saw: closer on average, and the worst image no worse
-    assert _mean_cos(t, ref) > _mean_cos(u, ref) + 0.003, (_mean_cos(u, ref), _mean_cos(t, ref))
-    assert _worst_cos(t, ref) > _worst_cos(u, ref) - 0.002
+    # on images it never saw: the gap to the member shrinks (by 16% on 1 or 2 threads and three
+    # sampling seeds when written) and the worst image gets closer
+    assert 1 - _mean_cos(t, ref) < 0.92 * (1 - _mean_cos(u, ref)), (_mean_cos(u, ref), _mean_cos(t, ref))
+    assert _worst_cos(t, ref) > _worst_cos(u, ref), (_worst_cos(u, ref), _worst_cos(t, ref))
     # the member itself is untouched
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in graph.net.backbone.modules())
 
