@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from int8_distil import judge
-from run_bench import read_labels, read_sub, write_report
+from run_bench import agreement, read_sub, write_report
 
 SCALES = (1.0, 0.5, 0.3, 0.2, 0.1, 0.05)
 
@@ -95,23 +95,20 @@ def unit(x: np.ndarray) -> np.ndarray:
 
 def bench_losses(work: Path) -> list[dict[str, object]]:
     """Per backend of a finished make bench: true matches kept, and where the dropped neighbours sat."""
-    data = next(work.glob("synth*/labels.csv"))
-    truth, base = read_labels(data), read_sub(work / "seed_sub.csv")
+    labels = next(work.glob("synth*/labels.csv"))
+    base = read_sub(work / "seed_sub.csv")
     rows = []
     for sub in sorted(work.glob("reidkit_*_sub.csv")):
-        got = read_sub(sub)
-        true_in, kept, margins, ranks = 0, 0, [], []
+        got, margins, ranks = read_sub(sub), [], []
         for q, x in base.items():
             y = got.get(q, {})
-            hits = set(x) & truth.get(q, set())
-            true_in, kept = true_in + len(hits), kept + len(hits & set(y))
             order = sorted(x, key=lambda d: -x[d])
             for rank, d in enumerate(order, 1):
                 if d not in y:  # dropped: how far above the baseline's last kept score it was
                     margins.append(x[d] - x[order[-1]])
                     ranks.append(rank)
         rows.append({"backend": sub.name.removeprefix("reidkit_").removesuffix("_sub.csv"), "dropped": len(margins),
-                     "true_matches_kept": kept / true_in, "true_matches_in_baseline": true_in,
+                     "true_matches_kept": agreement(work / "seed_sub.csv", sub, labels)["true_matches_kept"],
                      "dropped_margin_median": statistics.median(margins) if margins else None,
                      "dropped_margin_p90": float(np.quantile(margins, 0.9)) if margins else None,
                      "dropped_rank_median": statistics.median(ranks) if ranks else None})
@@ -181,7 +178,7 @@ def main() -> None:
                "|---|---:|---:|---:|---:|---:|"]
         for b in doc["bench"]:
             fmt = (lambda v: "-" if v is None else f"{v:.4f}")
-            md.append(f"| {b['backend']} | {b['dropped']} | {b['true_matches_kept']:.4f} of {b['true_matches_in_baseline']} | "
+            md.append(f"| {b['backend']} | {b['dropped']} | {b['true_matches_kept']:.4f} | "
                       f"{fmt(b['dropped_margin_median'])} | {fmt(b['dropped_margin_p90'])} | {'-' if b['dropped_rank_median'] is None else format(b['dropped_rank_median'], 'g')} |")
     write_report(args.out, f"overlap-ceiling-{args.tag}", doc, md)
 
