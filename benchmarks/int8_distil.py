@@ -43,6 +43,17 @@ def judge(ref: np.ndarray, cand: np.ndarray) -> dict[str, float]:
     return {"min_cos": float(cos.min()), "mean_cos": float(cos.mean()), "top20_overlap": overlap}
 
 
+def ort_session(onnx_path: Path):  # type: ignore[no-untyped-def]
+    import onnxruntime as ort
+
+    return ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+
+
+def ort_embed(sess, x: np.ndarray, batch: int = 32) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """An onnxruntime session's embeddings of ``x``, in batches."""
+    return np.concatenate([sess.run(None, {"images": x[i:i + batch]})[0] for i in range(0, len(x), batch)])
+
+
 def sweep(args: argparse.Namespace) -> None:
     import torch
 
@@ -129,7 +140,7 @@ def judge_twin(fp32: Path, twin: Path) -> dict[str, object]:
     for name, imgs in (("parity", parity_images(None)), ("fresh32_seed13", sample_images(32, seed=13)),
                        ("dev200_seed5", sample_images(200, seed=5))):
         x = batch_for(imgs, h, w, ResizePolicy())
-        ref, got = (np.concatenate([s.run(None, {"images": x[i:i + 32]})[0] for i in range(0, len(x), 32)]) for s in (a, b))
+        ref, got = ort_embed(a, x), ort_embed(b, x)
         row.update({f"{name}_{k}": round(v, 4) for k, v in judge(ref, got).items()})
     print(json.dumps(row), flush=True)
     return row

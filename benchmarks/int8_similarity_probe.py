@@ -27,8 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from int8_distil import judge
-from overlap_ceiling import ort_embed
+from int8_distil import judge, ort_embed, ort_session
 
 
 def frozen(student):  # type: ignore[no-untyped-def]
@@ -113,12 +112,14 @@ def main() -> None:
     export_onnx(frozen(student), twins["best_held_out"])  # type: ignore[arg-type]
 
     sets = {"parity": batch_for(parity_images(None), h, w, policy), "dev500": batch_for(sample_images(500, seed=5), h, w, policy)}
-    ref = {k: ort_embed(args.fp32, v) for k, v in sets.items()}
+    fp32 = ort_session(args.fp32)
+    ref = {k: ort_embed(fp32, v) for k, v in sets.items()}
     for which, path in twins.items():
+        twin = ort_session(path)
         row: dict[str, object] = {"probe": f"similarity loss x{args.weight:g}, {which}", "member": args.member.name,
                                   "steps": args.steps, "train_images": len(train), "held_out_log": log}
         for k, v in sets.items():
-            row.update({f"ort_{k}_{m}": round(x, 5) for m, x in judge(ref[k], ort_embed(path, v)).items()})
+            row.update({f"ort_{k}_{m}": round(x, 5) for m, x in judge(ref[k], ort_embed(twin, v)).items()})
         print(json.dumps(row), flush=True)
         with open(args.out / "probe.jsonl", "a") as fh:
             fh.write(json.dumps(row) + "\n")

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from int8_distil import judge
+from int8_distil import judge, ort_embed, ort_session
 from run_bench import agreement, read_sub, write_report
 
 SCALES = (1.0, 0.5, 0.3, 0.2, 0.1, 0.05)
@@ -39,7 +39,6 @@ SCALES = (1.0, 0.5, 0.3, 0.2, 0.1, 0.05)
 def fp16_storage(graph):  # type: ignore[no-untyped-def]
     """Round ``graph``'s weights and every leaf module's floating inputs to float16, in place."""
     import torch
-    from torch import nn
 
     def rounded(_mod, args):  # type: ignore[no-untyped-def]
         return tuple(a.half().float() if torch.is_tensor(a) and a.is_floating_point() else a for a in args)
@@ -49,16 +48,9 @@ def fp16_storage(graph):  # type: ignore[no-untyped-def]
             p = getattr(m, name, None)
             if isinstance(p, torch.Tensor):
                 p.data = p.data.half().float()
-        if isinstance(m, nn.Module) and not list(m.children()):
+        if not list(m.children()):
             m.register_forward_pre_hook(rounded)
     return graph
-
-
-def ort_embed(onnx_path: Path, x: np.ndarray, batch: int = 32) -> np.ndarray:
-    import onnxruntime as ort
-
-    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    return np.concatenate([sess.run(None, {"images": x[i:i + batch]})[0] for i in range(0, len(x), batch)])
 
 
 def torch_fp16_embed(checkpoint: Path, x: np.ndarray, batch: int = 50) -> np.ndarray:
@@ -87,10 +79,6 @@ def sim_error(ref: np.ndarray, got: np.ndarray) -> float:
     """Median |change| of a pair's similarity."""
     d = got @ got.T - ref @ ref.T
     return float(np.median(np.abs(d[~np.eye(len(d), dtype=bool)])))
-
-
-def unit(x: np.ndarray) -> np.ndarray:
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
 def bench_losses(work: Path) -> list[dict[str, object]]:
@@ -129,6 +117,7 @@ def main() -> None:
     from reidkit.export.parity import batch_for
     from reidkit.runtime.bundle_format import Manifest
     from reidkit.runtime.embedder import fuse
+    from reidkit.vectors import l2_normalise
 
     manifest = Manifest.read(args.bundle)
     images = sample_images(args.whales, seed=5)
@@ -138,7 +127,8 @@ def main() -> None:
         if "int8" not in m.files or not m.checkpoint:
             raise SystemExit(f"{args.bundle}: member {m.name} has no INT8 ONNX or names no checkpoint; export it with reid-export --int8")
         x = batch_for(images, m.input_height, m.input_width, m.resize)
-        got = {"fp32": ort_embed(args.bundle / m.files["fp32"].file, x), "int8": ort_embed(args.bundle / m.files["int8"].file, x),
+        got = {"fp32": ort_embed(ort_session(args.bundle / m.files["fp32"].file), x),
+               "int8": ort_embed(ort_session(args.bundle / m.files["int8"].file), x),
                "fp16": torch_fp16_embed(args.models / m.checkpoint["file"], x)}
         for k, v in got.items():
             parts[k].append(v)
@@ -151,7 +141,7 @@ def main() -> None:
     for k in ("int8", "fp16"):
         rows.append({"embedding": "fused", "precision": k, **judge(ref, fused[k]), "sim_error_median": sim_error(ref, fused[k])})
     err = fused["int8"] - ref
-    scaled = [{"scale": a, **judge(ref, unit(ref + a * err))} for a in SCALES]
+    scaled = [{"scale": a, **judge(ref, l2_normalise(ref + a * err))} for a in SCALES]
     doc = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "bundle": str(args.bundle),
            "members": [m.name for m in manifest.members], "int8_scheme": manifest.int8_scheme.name,
            "dev_whales": args.whales, "rows": rows, "cutoff": cutoff_gaps(ref), "int8_error_scaled": scaled,

@@ -46,20 +46,14 @@ def read_sub(path: Path) -> dict[str, dict[str, float]]:
     return out
 
 
-def read_labels(path: Path) -> dict[str, set[str]]:
-    out: dict[str, set[str]] = defaultdict(set)
-    with open(path, newline="") as fh:
-        for r in csv.DictReader(fh):
-            out[r["query_id"]].add(r["database_image_id"])
-    return out
-
-
 def agreement(a: Path, b: Path, labels: Path | None = None) -> dict[str, float]:
     """How far submission ``b`` keeps ``a``'s ranked lists. With ``labels``, also the share of the
     true matches in ``a``'s lists that ``b``'s lists keep: top-20 overlap counts every swap
     alike, while a reviewer only loses something when a true match leaves the list."""
+    from reidkit.evaluate import labels_from_csv
+
     A, B = read_sub(a), read_sub(b)
-    truth = read_labels(labels) if labels else None
+    truth = labels_from_csv(labels) if labels else None
     overlaps, diffs, true_in_a, true_kept = [], [], 0, 0
     for q in set(A) | set(B):
         x, y = A.get(q, {}), B.get(q, {})
