@@ -10,7 +10,7 @@ import datetime as _dt
 import logging
 import platform
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -26,38 +26,9 @@ from reidkit.hashing import sha256_file
 from reidkit.imaging import ResizePolicy
 from reidkit.runtime.bundle_format import ARTEFACTS, DEFAULT_INT8_SCHEME, INT8_SCHEMES, FileRef, Manifest, MemberRecord, Tolerance
 
+from reidkit.export.options import INT8_KEEP_FP32, INT8_METHODS, ExportOptions
+
 log = logging.getLogger("reidkit")
-INT8_METHODS = ("ptq", "distil")
-INT8_KEEP_FP32 = ("none", "depthwise")
-
-
-@dataclass
-class ExportOptions:
-    flip: str = "mean"
-    opset: int = 17
-    fp16: bool = False
-    int8: bool = False
-    int8_method: str = "ptq"  # ptq: onnxruntime static quantisation; distil: quantisation-aware distillation
-    int8_images: Path | None = None
-    int8_steps: int | None = None
-    int8_lr: float | None = None
-    int8_batch: int | None = None
-    int8_keep_fp32: str = "none"  # distil: "depthwise" leaves the depthwise convolutions fp32
-    int8_cache: Path | None = None  # distil: finished twins kept here and reused (twin_cache)
-    int8_min_cosine: float | None = None  # the INT8 gate's threshold, when the user sets their own
-    int8_scheme: str = DEFAULT_INT8_SCHEME  # bundle_format.INT8_SCHEMES: w7a8 runs on any CPU, w8a8 needs VNNI
-    device: str = "auto"
-    trt: bool = False
-    mnn: bool = False
-    min_batch: int = 1
-    opt_batch: int = 32
-    max_batch: int = 64
-    workspace_gb: float = 4.0
-    timing_cache: Path | None = None
-    parity_images: Path | None = None
-    overwrite: bool = False
-
-
 def gate_tolerances(opts: ExportOptions) -> dict[str, Tolerance]:
     """The tolerances this export judges by: the stated ones, with the user's INT8 threshold if given.
 

@@ -46,12 +46,11 @@ from reidkit.export.graph import ExportGraph
 from reidkit.progress import progress_bar
 from reidkit.runtime.bundle_format import DEFAULT_INT8_SCHEME, INT8_SCHEMES
 
-log = logging.getLogger("reidkit")
+from reidkit.export.options import DISTIL_BATCH as DEFAULT_BATCH
+from reidkit.export.options import DISTIL_LR as DEFAULT_LR
+from reidkit.export.options import DISTIL_STEPS as DEFAULT_STEPS
 
-# chosen on a dev set (benchmarks/int8_distil.py; benchmarks/results/int8-lite0.md), not on benchmark whales
-DEFAULT_STEPS = 1500
-DEFAULT_LR = 1e-5
-DEFAULT_BATCH = 16
+log = logging.getLogger("reidkit")
 
 
 def fold_batchnorm(root: nn.Module) -> int:

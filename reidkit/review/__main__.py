@@ -1,5 +1,5 @@
-"""``python -m reidkit.review`` = ``reid-review`` (for environments without the console script)."""
+"""``python -m reidkit.review`` = ``reid review`` (for environments without the console scripts)."""
 
-from reidkit.cli import review_cmd
+from reidkit.cli.review import review_cmd
 
-review_cmd(prog_name="reid-review")
+review_cmd(prog_name="reid review")

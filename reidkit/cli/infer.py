@@ -1,0 +1,74 @@
+"""``reid infer``: rank gallery images (or individuals) for each query with a bundle.
+
+The options map one to one onto :class:`reidkit.runtime.request.InferRequest`; the run itself
+is :func:`reidkit.runtime.request.run_inference`. Never imports torch.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from reidkit.cli.common import COMMAND, engine_options, friendly, image_sources, labels_option, model_option, quiet_option
+
+
+@click.command("infer", **COMMAND)
+@model_option()
+@image_sources()
+@click.option("-o", "--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Output CSV: query_id,database_image_id,score (or the --by identity columns).")
+@click.option("--top-k", default=20, type=click.IntRange(1, 10_000), help="Rows per query (scenario mode: at most 20).")
+@engine_options()
+@click.option("--cache", type=click.Path(dir_okay=False, path_type=Path), help="SQLite embedding cache: reruns and resumed runs skip finished images.")
+@click.option("--embeddings-out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the embeddings with their ids: .npz, or .parquet (id, embedding, content_hash).")
+@click.option("--qe", default=0, type=click.IntRange(0, 100),
+              help="Query expansion: each query also searches with its K nearest gallery images (never its own). "
+                   "Helps where each individual has several gallery photos.")
+@click.option("--dba", default=0, type=click.IntRange(0, 100),
+              help="Database-side augmentation: each gallery embedding becomes the mean of itself and its K nearest gallery embeddings.")
+@click.option("--index", "index_kind", default="auto", type=click.Choice(["auto", "exact", "ivf", "hnsw"]),
+              help="Gallery search: exact (faiss flat), ivf (IndexIVFFlat), hnsw (IndexHNSWFlat); auto picks exact for "
+                   "small galleries and HNSW for large ones (docs/results.md).")
+@click.option("--index-file", type=click.Path(path_type=Path),
+              help="Folder mode: keep the gallery's index in this directory; reused while the bundle and gallery are the same, "
+                   "extended when images were only added, rebuilt otherwise (index once, query many times; pair with --cache).")
+@click.option("--rerank", is_flag=True, help="k-reciprocal re-ranking (k1=20, k2=6, lambda=0.3) on each query's shortlist.")
+@click.option("--rerank-shortlist", default=100, type=click.IntRange(2, 10_000), help="Gallery candidates per query that --rerank re-orders.")
+@click.option("--ray", "ray_address", help="Embed on a Ray cluster: 'local' starts one on this machine, or a cluster address "
+                                          "(auto, ray://head:10001). pip install 'reidkit[ray]'.")
+@click.option("--ray-parquet", help="With --ray: directory or cloud URI (s3://...) for the embeddings as Parquet (default: a temporary directory).")
+@click.option("--strict", is_flag=True, help="Exit 1 if any image was skipped.")
+@quiet_option
+@click.option("--report-json", type=click.Path(dir_okay=False, path_type=Path), help="Write the run summary (timings, skipped files) as JSON.")
+@click.option("--by", default="image", type=click.Choice(["image", "identity"]),
+              help="identity: rank individuals, one row per (query, identity): query_id,identity,score,database_image_id. "
+                   "Needs a folder-per-identity --gallery, or metadata whale_id in scenario mode.")
+@click.option("--aggregate", default="max", type=click.Choice(["max", "mean-top2"]),
+              help="With --by identity: an identity's score is its best image (max) or the mean of its two best (mean-top2).")
+@click.option("--review", type=click.Path(file_okay=False, path_type=Path), help="Also write the review page here (DIR/index.html; see reid review).")
+@labels_option
+@friendly("Finished batches are in the --cache file, if you gave one: rerun the same command to resume.")
+def infer_cmd(quiet: bool, strict: bool, **kw: Any) -> None:
+    """Rank gallery images for each query with a bundle: folder mode or Whale-do scenario mode.
+
+    \b
+    Folder mode:   reid infer --model BUNDLE --query DIR --gallery DIR -o results.csv
+    Scenario mode: reid infer --model BUNDLE --scenarios query_scenarios.csv --metadata metadata.csv -o submission.csv
+    Individuals:   reid infer --model BUNDLE --query DIR --gallery IDENTITY_DIRS --by identity -o ids.csv --review review/
+    """
+    from reidkit.runtime.request import InferRequest, run_inference
+
+    req = InferRequest(progress=not quiet, **kw)
+    result = run_inference(req)
+    summary = result.summary
+    for path, reason in summary.skipped:
+        click.echo(f"skipped {path}: {reason}", err=True)
+    click.echo(f"{summary.line()}\nwrote {req.out}" + (f" and {req.embeddings_out}" if req.embeddings_out else ""))
+    if result.page is not None:
+        click.echo(f"review page: {result.page.resolve().as_uri()}")
+    if strict and summary.skipped:
+        sys.exit(1)

@@ -1,0 +1,47 @@
+"""The one home of the export defaults: ``reid export``'s options and :func:`export_bundle`
+both read them here. Light on purpose (no torch), so ``reid export --help`` is instant.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from reidkit.runtime.bundle_format import DEFAULT_INT8_SCHEME
+
+# quantisation-aware distillation (--int8-method distil): steps, learning rate, images per step,
+# chosen on development data (research/int8-lite0/), never on the benchmark's images
+DISTIL_STEPS = 1500
+DISTIL_LR = 1e-5
+DISTIL_BATCH = 16
+
+INT8_METHODS = ("ptq", "distil")
+INT8_KEEP_FP32 = ("none", "depthwise")
+
+
+@dataclass
+class ExportOptions:
+    flip: str = "mean"
+    opset: int = 17
+    fp16: bool = False
+    int8: bool = False
+    int8_method: str = "ptq"  # ptq: onnxruntime static quantisation; distil: quantisation-aware distillation
+    int8_images: Path | None = None
+    int8_steps: int | None = None  # None: DISTIL_STEPS
+    int8_lr: float | None = None  # None: DISTIL_LR
+    int8_batch: int | None = None  # None: DISTIL_BATCH
+    int8_keep_fp32: str = "none"  # distil: "depthwise" leaves the depthwise convolutions fp32
+    int8_cache: Path | None = None  # distil: finished twins kept here and reused (twin_cache)
+    int8_min_cosine: float | None = None  # the INT8 gate's threshold, when the user sets their own
+    int8_scheme: str = DEFAULT_INT8_SCHEME  # bundle_format.INT8_SCHEMES: w7a8 runs on any CPU, w8a8 needs VNNI
+    device: str = "auto"
+    trt: bool = False
+    mnn: bool = False
+    min_batch: int = 1
+    opt_batch: int = 32
+    max_batch: int = 64
+    workspace_gb: float = 4.0
+    timing_cache: Path | None = None
+    parity_images: Path | None = None
+    overwrite: bool = False
+
