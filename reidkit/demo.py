@@ -23,6 +23,7 @@ from typing import Any
 
 from reidkit.data.csvio import write_rows
 from reidkit.data.orl import orl_root
+from reidkit.data import schemas
 
 TRAIN_DATA = "orl:1-30"  # the training people; validation identities are drawn from these only
 UNSEEN = range(31, 41)  # the people reported on, never seen before the final evaluation
@@ -95,9 +96,9 @@ def prepare(data: Path, people: range = UNSEEN) -> None:
     write_rows(wd / "metadata.csv", ["image_id", "path", "viewpoint", "whale_id"], meta)
     # scenario "all": every image queries all the others (itself excluded);
     # scenario "first": each person's first image queries the other nine of everyone
-    write_rows(wd / "queries" / "all.csv", ["query_id", "query_image_id"], queries)
+    write_rows(wd / "queries" / "all.csv", schemas.SCENARIO_QUERIES, queries)
     write_rows(wd / "databases" / "all.csv", ["database_image_id"], database)
-    write_rows(wd / "queries" / "first.csv", ["query_id", "query_image_id"], [(f"first-s{k}_1", f"s{k}_1") for k in people])
+    write_rows(wd / "queries" / "first.csv", schemas.SCENARIO_QUERIES, [(f"first-s{k}_1", f"s{k}_1") for k in people])
     write_rows(wd / "databases" / "first.csv", ["database_image_id"], [(f"s{k}_{i}",) for k in people for i in range(2, 11)])
     write_rows(wd / "query_scenarios.csv", ["scenario_id", "queries_path", "database_path"],
                [("all", "queries/all.csv", "databases/all.csv"), ("first", "queries/first.csv", "databases/first.csv")])

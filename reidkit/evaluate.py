@@ -13,11 +13,12 @@ from reidkit.data.csvio import read_rows
 from reidkit.data.whaledo import read_metadata, read_scenarios
 from reidkit.errors import ReidkitError
 from reidkit.metrics import SubmissionError, SubmissionRow, embedding_metrics, parse_submission, whaledo_map
+from reidkit.data import schemas
 
 
 def labels_from_csv(path: Path) -> dict[str, set[str]]:
     out: dict[str, set[str]] = defaultdict(set)
-    for r in read_rows(path, ["query_id", "database_image_id"]):
+    for r in read_rows(path, schemas.LABELS):
         out[r["query_id"]].add(r["database_image_id"])
     return dict(out)
 
@@ -69,7 +70,7 @@ def score_submission(submission: Path, labels_csv: Path | None = None, metadata:
         labels = labels_from_csv(labels_csv)
     else:
         raise ReidkitError("pass --labels labels.csv, or --metadata metadata.csv with --scenarios query_scenarios.csv")
-    rows = read_rows(submission, ["query_id", "database_image_id", "score"])
+    rows = read_rows(submission, schemas.MATCHES)
     try:
         sub = parse_submission(rows, expected)
     except SubmissionError as exc:

@@ -16,6 +16,8 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from reidkit.data.schemas import MATCHES
+
 PREDICTION_LIMIT = 20
 
 
@@ -61,9 +63,9 @@ def parse_submission(rows: Sequence[Mapping[str, str]], expected_queries: Iterab
     seen: set[tuple[str, str]] = set()
     per_query: dict[str, int] = defaultdict(int)
     for n, r in enumerate(rows, start=1):
-        for col in ("query_id", "database_image_id", "score"):
+        for col in MATCHES:
             if col not in r or r[col] is None:
-                raise SubmissionError(f"row {n}: missing column {col!r}; a submission has columns query_id,database_image_id,score")
+                raise SubmissionError(f"row {n}: missing column {col!r}; a submission has columns {','.join(MATCHES)}")
         q, d, raw = str(r["query_id"]), str(r["database_image_id"]), r["score"]
         try:
             score = float(raw)

@@ -7,11 +7,11 @@ from typing import Any
 
 import click
 
-from reidkit.cli.common import COMMAND, friendly
+from reidkit.cli.common import CONTEXT, friendly
 from reidkit.runtime.backends.registry import BACKENDS
 
 
-@click.command("bench", **COMMAND)
+@click.command("bench", context_settings=CONTEXT)
 @click.option("--model", required=True, type=click.Path(path_type=Path), help="Bundle directory.")
 @click.option("--images", required=True, type=click.Path(path_type=Path), help="Image folder, or a Whale-do metadata.csv (adds mAP@20).")
 @click.option("--checkpoints", multiple=True, type=click.Path(path_type=Path), help="Member checkpoints for the torch reference (default: found beside the bundle's manifest).")

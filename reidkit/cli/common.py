@@ -21,7 +21,7 @@ from reidkit.runtime.backends.registry import cli_help as backends_help
 from reidkit.runtime.bundle_format import PRECISIONS
 
 F = Callable[..., Any]
-COMMAND = {"context_settings": {"show_default": True, "help_option_names": ["-h", "--help"]}}
+CONTEXT: dict[str, Any] = {"show_default": True, "help_option_names": ["-h", "--help"]}
 
 
 def setup_logging(debug: bool) -> None:

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import click
 
-from reidkit.cli.common import COMMAND, friendly
+from reidkit.cli.common import CONTEXT, friendly
 
 
-@click.command("eval", **COMMAND)
+@click.command("eval", context_settings=CONTEXT)
 @click.option("--submission", type=click.Path(path_type=Path), help="Submission CSV to score.")
 @click.option("--labels", type=click.Path(path_type=Path), help="Ground truth labels.csv (query_id,database_image_id).")
 @click.option("--metadata", type=click.Path(path_type=Path), help="metadata.csv: derive truth from whale_id (with --scenarios).")

@@ -8,14 +8,14 @@ from typing import Any
 
 import click
 
-from reidkit.cli.common import COMMAND, friendly
+from reidkit.cli.common import CONTEXT, friendly
 from reidkit.export.options import DISTIL_BATCH, DISTIL_LR, DISTIL_STEPS, INT8_KEEP_FP32, INT8_METHODS, ExportOptions
 from reidkit.runtime.bundle_format import INT8_SCHEMES
 
 D = ExportOptions()
 
 
-@click.command("export", **COMMAND)
+@click.command("export", context_settings=CONTEXT)
 @click.argument("members", nargs=-1, required=True)
 @click.option("-o", "--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Bundle directory to create.")
 @click.option("--flip", default=D.flip, type=click.Choice(["mean", "concat", "none"]),

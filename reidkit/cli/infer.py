@@ -12,10 +12,10 @@ from typing import Any
 
 import click
 
-from reidkit.cli.common import COMMAND, engine_options, friendly, image_sources, labels_option, model_option, quiet_option
+from reidkit.cli.common import CONTEXT, engine_options, friendly, image_sources, labels_option, model_option, quiet_option
 
 
-@click.command("infer", **COMMAND)
+@click.command("infer", context_settings=CONTEXT)
 @model_option()
 @image_sources()
 @click.option("-o", "--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import click
 
-from reidkit.cli.common import COMMAND, friendly
+from reidkit.cli.common import CONTEXT, friendly
 
 
-@click.command("review", **COMMAND)
+@click.command("review", context_settings=CONTEXT)
 @click.option("--matches", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="reid infer output: image rows (query_id,database_image_id,score) or identity rows (--by identity).")
 @click.option("--query", type=click.Path(path_type=Path), help="Folder mode: the query folder of the run.")

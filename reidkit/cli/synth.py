@@ -6,10 +6,10 @@ from pathlib import Path
 
 import click
 
-from reidkit.cli.common import COMMAND, friendly
+from reidkit.cli.common import CONTEXT, friendly
 
 
-@click.command("synth", **COMMAND)
+@click.command("synth", context_settings=CONTEXT)
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--images", default=500, type=click.IntRange(2, 10_000_000), help="Photos to write.")
 @click.option("--identities", default=50, type=click.IntRange(1, 1_000_000), help="Individuals, each sighted several times.")

@@ -8,11 +8,11 @@ from typing import Any
 
 import click
 
-from reidkit.cli.common import COMMAND, friendly
+from reidkit.cli.common import CONTEXT, friendly
 from reidkit.train.defaults import DEFAULTS as D
 
 
-@click.command("train", **COMMAND)
+@click.command("train", context_settings=CONTEXT)
 @click.option("--data", help="Training data: 'orl' (the ORL faces, or some of them: orl:1-30, orl:1-10,21-30), a metadata CSV, "
                              "or a folder with one sub-folder per identity.")
 @click.option("--config", "config", type=click.Path(dir_okay=False, path_type=Path), help="Ensemble .toml: train several members in one go.")

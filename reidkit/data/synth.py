@@ -20,6 +20,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from reidkit.atomic import atomic_dir
 from reidkit.data.csvio import write_rows
 from reidkit.errors import ReidkitError
+from reidkit.data import schemas
 
 TOP_SIZE = (152, 438)  # (width, height): tall
 LATERAL_SIZE = (1805, 344)  # wide
@@ -145,11 +146,11 @@ def _scenarios(root: Path, image_ids: list[str], ids: np.ndarray, viewpoints: li
             qid = f"{sid}-{image_ids[q]}"
             qrows.append((qid, image_ids[q]))
             label_rows.extend((qid, image_ids[j]) for j in db_by_id.get(int(ids[q]), []) if j != q)
-        write_rows(root / "queries" / f"{sid}.csv", ["query_id", "query_image_id"], qrows)
+        write_rows(root / "queries" / f"{sid}.csv", schemas.SCENARIO_QUERIES, qrows)
         write_rows(root / "databases" / f"{sid}.csv", ["database_image_id"], [(image_ids[j],) for j in db])
         scen_rows.append((sid, f"queries/{sid}.csv", f"databases/{sid}.csv"))
     write_rows(root / "query_scenarios.csv", ["scenario_id", "queries_path", "database_path"], scen_rows)
-    write_rows(root / "labels.csv", ["query_id", "database_image_id"], label_rows)
+    write_rows(root / "labels.csv", schemas.LABELS, label_rows)
 
 
 def sample_images(n: int = 8, seed: int = 0) -> list[Image.Image]:

@@ -9,6 +9,7 @@ from reidkit.data.csvio import read_rows
 from reidkit.data.samples import Sample
 from reidkit.errors import ReidkitError
 from reidkit.paths import safe_join
+from reidkit.data import schemas
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,7 @@ class Scenario:
 
 def read_metadata(path: str | Path) -> Metadata:
     path = Path(path)
-    rows = read_rows(path, ["image_id", "path"])
+    rows = read_rows(path, schemas.METADATA)
     if not rows:
         raise ReidkitError(f"{path} has a header but no rows; it lists no images")
     root = path.parent
@@ -65,7 +66,7 @@ def read_metadata(path: str | Path) -> Metadata:
 def read_scenarios(path: str | Path, known_images: set[str] | None = None) -> list[Scenario]:
     """Scenarios with their query and database lists; ids are checked against metadata."""
     path = Path(path)
-    rows = read_rows(path, ["scenario_id", "queries_path", "database_path"])
+    rows = read_rows(path, schemas.SCENARIOS)
     if not rows:
         raise ReidkitError(f"{path} has a header but no scenarios")
     root = path.parent
@@ -75,8 +76,8 @@ def read_scenarios(path: str | Path, known_images: set[str] | None = None) -> li
         src = f"{path}, line {n}"
         qfile = safe_join(root, r["queries_path"], source=src)
         dfile = safe_join(root, r["database_path"], source=src)
-        queries = [(q["query_id"], q["query_image_id"]) for q in read_rows(qfile, ["query_id", "query_image_id"])]
-        database = [d["database_image_id"] for d in read_rows(dfile, ["database_image_id"])]
+        queries = [(q["query_id"], q["query_image_id"]) for q in read_rows(qfile, schemas.SCENARIO_QUERIES)]
+        database = [d["database_image_id"] for d in read_rows(dfile, schemas.SCENARIO_DATABASE)]
         for qid, _ in queries:
             if qid in seen_q:
                 raise ReidkitError(f"{qfile}: query_id {qid!r} also appears in scenario {seen_q[qid]!r}; query ids must be unique")

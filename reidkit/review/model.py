@@ -16,9 +16,9 @@ from typing import Mapping
 
 from reidkit.data.csvio import read_rows
 from reidkit.errors import ReidkitError
+from reidkit.data import schemas
 
-IMAGE_HEADER = ("query_id", "database_image_id", "score")
-IDENTITY_HEADER = ("query_id", "identity", "score", "database_image_id")
+IMAGE_HEADER, IDENTITY_HEADER = schemas.MATCHES, schemas.IDENTITY_MATCHES
 
 
 @dataclass(frozen=True)

@@ -32,9 +32,10 @@ import numpy as np
 
 from reidkit.errors import ReidkitError
 from reidkit.runtime.knn import shortlist, to_unit_score
+from reidkit.data import schemas
 
 AGGREGATES = ("max", "mean-top2")
-HEADER = ["query_id", "identity", "score", "database_image_id"]
+HEADER = list(schemas.IDENTITY_MATCHES)
 
 
 @dataclass(frozen=True)

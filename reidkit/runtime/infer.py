@@ -19,9 +19,10 @@ from reidkit.runtime.identity import HEADER as IDENTITY_HEADER
 from reidkit.runtime.identity import folder_identities, identity_rows, rank_identities
 from reidkit.runtime.knn import database_augment, to_unit_score
 from reidkit.runtime.search import RankOptions, gallery_ranker
+from reidkit.data import schemas
 
 log = logging.getLogger("reidkit")
-HEADER = ["query_id", "database_image_id", "score"]
+HEADER = list(schemas.MATCHES)
 
 
 class ImageEmbedder(Protocol):
