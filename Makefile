@@ -41,10 +41,10 @@ typecheck: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m reidkit.demo $(DEMO)
 
-# BENCH_ARGS: e.g. --ensemble bench_lite0/ensemble.toml --work bench_lite0 --tag lite0-ensemble (see run_bench.py --help)
+# BENCH_ARGS: e.g. --ensemble bench_lite0/ensemble.toml --work bench_lite0 --tag lite0-ensemble (see benchmarks/headline.py --help)
 BENCH_ARGS ?=
 bench: $(STAMP)
-	$(PY) benchmarks/run_bench.py --out benchmarks/results $(BENCH_ARGS)
+	$(PY) benchmarks/headline.py --out benchmarks/results $(BENCH_ARGS)
 
 clean:
 	rm -rf $(DEMO) $(BENCH) .pytest_cache .mypy_cache

@@ -10,7 +10,7 @@ that holds for whole runs (decode threads competing for the same cores included)
 Each round runs every (engine, batch size) once in a rotated order, as separate reid-infer
 processes on the same folder (query = gallery = the first N images); the report gives the
 median seconds per configuration and each batch size's speed relative to 32 on the same engine.
-Writes batch-size-cpu-<date>[-<tag>].{md,json}.
+Writes batch-size-cpu[-<tag>].{md,json} (the current report; the date is inside).
 """
 
 from __future__ import annotations
@@ -27,9 +27,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-sys.path.insert(0, str(ROOT))
-
-from benchmarks.run_bench import cpu_info, write_report  # noqa: E402
+from reidkit.bench.reports import write_report  # noqa: E402
+from reidkit.cpus import fp32_peak as cpu_info  # noqa: E402
 
 
 def run(bundle: Path, folder: Path, backend: str, precision: str, batch: int, out: Path) -> float:
@@ -71,7 +70,7 @@ def main() -> int:
                 print(f"round {r + 1}: {e} {p} batch {b}: {s:.1f} s", flush=True)
     med = {k: statistics.median(v) for k, v in times.items()}
     date = dt.date.today().isoformat()
-    stem = f"batch-size-cpu-{date}" + (f"-{args.tag}" if args.tag else "")
+    stem = "batch-size-cpu" + (f"-{args.tag}" if args.tag else "")
     cpu = cpu_info()
     rows = ["| engine | precision | batch | median s | images/s | speed vs batch 32 |", "|---|---|---:|---:|---:|---:|"]
     for c in args.configs:

@@ -21,8 +21,7 @@ from typing import Any, Callable
 import faiss
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).parent))
-from scaling import _cpu, clustered, recall_at  # noqa: E402
+from scaling import _cpu, clustered, recall_at  # the sibling tool (python puts a script's own folder on the path)
 
 OUT = Path(__file__).parent / "results" / "scaling" / "knn_1e6_quiet.json"
 DIM, QUERIES, SINGLE = 256, 1000, 200  # SINGLE: queries timed one per call

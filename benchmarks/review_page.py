@@ -3,7 +3,7 @@
 Builds the page with ``reidkit.review.review_page`` (the code ``reid-review`` runs), once
 cold and once again (thumbnails reused), then opens it in headless Chromium and reads the
 browser's own navigation and paint timings, and times a sort and a filter in the page.
-Writes ``<out>/review-page-<date>.md`` and ``.json``.
+Writes ``<out>/review-page.md`` and ``.json`` (the current report; the date is inside).
 
 Usage: python benchmarks/review_page.py [--queries 2000] [--top-k 5] [--images 4000] [--out benchmarks/results]
 """
@@ -122,7 +122,7 @@ def main() -> int:
         "open_runs": opened, "open_best": best, "interactions": {k: round(v, 1) for k, v in interact.items()},
     }
     a.out.mkdir(parents=True, exist_ok=True)
-    stem = a.out / f"review-page-{result['date']}"
+    stem = a.out / "review-page"
     stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     md = [f"# Review page: {a.queries} queries x top-{a.top_k} ({result['date']})", "",
           f"Synthetic Where's Whale-do images (top views about 438x152, 8% lateral about 344x1805), "

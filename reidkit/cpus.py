@@ -1,4 +1,5 @@
-"""What the CPU offers: how many cores this process may use, and whether INT8 products saturate.
+"""What the CPU offers: how many cores this process may use, its model and flags, its fp32 peak,
+and whether INT8 products saturate. The one place that reads ``/proc/cpuinfo``.
 
 How many: the default thread count of every engine and pool.
 
@@ -28,14 +29,42 @@ INT8_DOT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
 
 
 @lru_cache(maxsize=1)
+def _cpuinfo() -> tuple[str, ...]:
+    try:
+        return tuple(Path("/proc/cpuinfo").read_text().splitlines())
+    except OSError:
+        return ()
+
+
+def _field(*names: str) -> str | None:
+    line = next((l for l in _cpuinfo() if l.startswith(names)), None)
+    return line.split(":", 1)[1].strip() if line is not None else None
+
+
+@lru_cache(maxsize=1)
 def cpu_flags() -> frozenset[str]:
     """The CPU's feature flags as Linux lists them (empty where /proc/cpuinfo does not exist)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return frozenset()
-    line = next((l for l in text.splitlines() if l.startswith(("flags", "Features"))), "")
-    return frozenset(line.split(":", 1)[-1].split())
+    return frozenset((_field("flags", "Features") or "").split())
+
+
+def cpu_model() -> str:
+    """The CPU's marketing name, for reports and for remembering which engine was fastest here."""
+    return _field("model name") or platform.processor() or platform.machine()
+
+
+def fp32_peak() -> dict[str, object]:
+    """The fp32 arithmetic ceiling of the cores this process may use: what a benchmark's GEMM floor
+    is measured against. FLOPs per cycle per core: 2 FMA units x (16 lanes AVX-512 | 8 AVX2) x 2."""
+    flags = cpu_flags()
+    mhz = [float(l.split(":")[1]) for l in _cpuinfo() if l.startswith("cpu MHz")]
+    ghz = max(mhz) / 1000 if mhz else 2.0
+    per_cycle = 64 if "avx512f" in flags else 32 if "fma" in flags else 8
+    isa = "avx512" if per_cycle == 64 else "avx2+fma" if per_cycle == 32 else "sse"
+    vnni = [f for f in INT8_DOT_FLAGS if f in flags]
+    bf16 = [f for f in ("avx512_bf16", "amx_bf16") if f in flags]
+    return {"model": cpu_model(), "cores": usable_cpus(), "machine": platform.machine(), "ghz": ghz,
+            "fp32_flops_per_cycle": per_cycle, "isa": isa + ("+" + "+".join(vnni + bf16) if vnni or bf16 else "") +
+            ("" if vnni else ", no VNNI"), "peak_gflops": usable_cpus() * ghz * per_cycle}
 
 
 def int8_saturates() -> str | None:

@@ -28,7 +28,7 @@ from reidkit.data import schemas
 TRAIN_DATA = "orl:1-30"  # the training people; validation identities are drawn from these only
 UNSEEN = range(31, 41)  # the people reported on, never seen before the final evaluation
 
-# The pretrained recipe (README, "Measured"; benchmarks/orl_pretrained.py runs it over seeds).
+# The pretrained recipe (research/orl-recipe/: orl_pretrained.py runs it over seeds).
 # Faces are mirror-symmetric, so horizontal flips are a fair augmentation here. The 6
 # validation people (0.2 of 30) only monitor training: with --select last they choose nothing.
 RECIPE: dict[str, Any] = {

@@ -1,4 +1,5 @@
-"""reid-bench's report and the seed-style baseline, run as a user runs them."""
+"""The engine sweep (`reid bench`), the headline comparison (`make bench`) and the seed-style baseline,
+run as a user runs them."""
 
 import importlib.util
 import json
@@ -10,7 +11,17 @@ import pytest
 
 from conftest import cli
 
+from reidkit.bench.agreement import agreement
+
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def _headline():
+    """benchmarks/headline.py, the script `make bench` runs, loaded as a module."""
+    spec = importlib.util.spec_from_file_location("headline", ROOT / "benchmarks" / "headline.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _strict_json(path: Path):
@@ -50,45 +61,37 @@ def test_seed_baseline_and_reid_infer_give_the_same_submission(tmp_path, bundle,
     stages = json.loads(res.stdout.strip().splitlines()[-1])
     assert stages["images"] > 0 and all(stages[k] >= 0 for k in ("import", "decode", "embed", "rank", "total"))
     cli("reid-infer", "--model", bundle, "--scenarios", scen, "--metadata", meta, "-o", tmp_path / "ours.csv", "--backend", "ort-cpu", "--quiet")
-    spec = importlib.util.spec_from_file_location("run_bench", ROOT / "benchmarks" / "run_bench.py")
-    run_bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(run_bench)
-    agree = run_bench.agreement(tmp_path / "seed.csv", tmp_path / "ours.csv", synth / "labels.csv")
+    agree = agreement(tmp_path / "seed.csv", tmp_path / "ours.csv", synth / "labels.csv")
     assert agree["top20_overlap"] > 0.99 and agree["max_score_diff"] < 1e-4 and agree["true_matches_kept"] == 1.0
 
 
 def test_bench_agreement_counts_the_true_matches_a_backend_drops_from_the_baselines_lists(tmp_path):
-    spec = importlib.util.spec_from_file_location("run_bench", ROOT / "benchmarks" / "run_bench.py")
-    run_bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(run_bench)
     head = "query_id,database_image_id,score\n"
     (tmp_path / "base.csv").write_text(head + "q1,t1,0.9\nq1,n1,0.8\nq1,t2,0.7\nq2,t3,0.9\nq2,n2,0.5\n")
     # q1 loses true match t2 to a non-match; q2 swaps one non-match for another
     (tmp_path / "cand.csv").write_text(head + "q1,t1,0.9\nq1,n1,0.8\nq1,n3,0.71\nq2,t3,0.9\nq2,n4,0.51\n")
     (tmp_path / "labels.csv").write_text("query_id,database_image_id\nq1,t1\nq1,t2\nq2,t3\nq2,t4\n")
-    agree = run_bench.agreement(tmp_path / "base.csv", tmp_path / "cand.csv", tmp_path / "labels.csv")
+    agree = agreement(tmp_path / "base.csv", tmp_path / "cand.csv", tmp_path / "labels.csv")
     assert agree["top20_overlap"] == pytest.approx((2 / 3 + 1 / 2) / 2)
     assert agree["true_matches_kept"] == pytest.approx(2 / 3)  # t4 was in neither list: not counted
-    assert "true_matches_kept" not in run_bench.agreement(tmp_path / "base.csv", tmp_path / "cand.csv")
+    assert "true_matches_kept" not in agreement(tmp_path / "base.csv", tmp_path / "cand.csv")
 
 
 def test_make_bench_export_keeps_the_variants_that_pass_and_names_the_one_that_failed(tmp_path, members):
     """An optional artefact that cannot be exported costs only its own columns, with the reason."""
-    spec = importlib.util.spec_from_file_location("run_bench", ROOT / "benchmarks" / "run_bench.py")
-    run_bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(run_bench)
+    headline = _headline()
     ens = tmp_path / "ensemble.toml"
     ens.write_text(f'[[members]]\ncheckpoint = "{members[0].as_posix()}"\n')
     bundle = tmp_path / "bundle"
-    failed = run_bench.export_bundle(ens, bundle, ["--int8", "--no-such-artefact"])  # the failing one last: the bundle is re-made without it
+    failed = headline.export_bundle(ens, bundle, ["--int8", "--no-such-artefact"])  # the failing one last: the bundle is re-made without it
     assert list(failed) == ["--no-such-artefact"] and "no-such-artefact" in failed["--no-such-artefact"]
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert [m["onnx_int8"] for m in manifest["members"]] == ["a.int8.onnx"] and (bundle / "a.int8.onnx").exists()
-    assert run_bench.export_bundle(ens, bundle, ["--int8"]) == {}
-    parity = run_bench.int8_parity(bundle)  # what the report prints beside the INT8 columns
+    assert headline.export_bundle(ens, bundle, ["--int8"]) == {}
+    parity = headline.int8_parity(bundle)  # what the report prints beside the INT8 columns
     assert list(parity) == ["a"] and 0.99 <= parity["a"] < 1.0
     # --int8-args reach the INT8 export (and only it): a bad one fails INT8 alone, with reid-export's own reason
-    failed = run_bench.export_bundle(ens, tmp_path / "b2", ["--int8"], int8_args=["--int8-method", "nope"])
+    failed = headline.export_bundle(ens, tmp_path / "b2", ["--int8"], int8_args=["--int8-method", "nope"])
     assert list(failed) == ["--int8"] and "nope" in failed["--int8"]
     assert (tmp_path / "b2" / "manifest.json").exists() and not (tmp_path / "b2" / "a.int8.onnx").exists()
 
@@ -97,9 +100,7 @@ def test_make_bench_export_keeps_the_variants_that_pass_and_names_the_one_that_f
 def test_make_bench_does_not_retry_a_variant_its_gate_refused(tmp_path, monkeypatch, method):
     """A gate refusal names its variants and is deterministic: re-running an hour-long INT8 distillation
     to learn the same thing is what the harness must not do."""
-    spec = importlib.util.spec_from_file_location("run_bench", ROOT / "benchmarks" / "run_bench.py")
-    run_bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(run_bench)
+    headline = _headline()
     calls = tmp_path / "calls.txt"
     fake = tmp_path / "bin" / "reid-export"
     fake.parent.mkdir()
@@ -113,8 +114,8 @@ if "--int8" in args:
     sys.exit(1)
 """)
     fake.chmod(0o755)
-    monkeypatch.setattr(run_bench, "BIN", fake.parent)
-    failed = run_bench.export_bundle(tmp_path / "e.toml", tmp_path / "bundle", ["--int8", "--mnn"],
+    monkeypatch.setattr(headline, "BIN", fake.parent)
+    failed = headline.export_bundle(tmp_path / "e.toml", tmp_path / "bundle", ["--int8", "--mnn"],
                                      int8_args=[*method, "--int8-steps", "5"])
     assert failed == {"--int8": "error: parity gate failed for a (onnx-int8); no bundle was written"}
     tried = calls.read_text().splitlines()

@@ -23,6 +23,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from reidkit.atomic import atomic_write
+from reidkit.bench.agreement import embedding_overlap
 from reidkit.errors import ReidkitError
 from reidkit.imaging import load_readable
 from reidkit.metrics import leave_one_out_whaledo_map
@@ -68,18 +69,6 @@ def _images(src: Path, limit: int) -> tuple[list[Path], list[str] | None]:
     paths = paths[:limit]
     labels = [p.relative_to(src).parts[0] for p in paths] if all(len(p.relative_to(src).parts) > 1 for p in paths) else None
     return paths, labels
-
-
-def _top20_overlap(ref: np.ndarray, got: np.ndarray) -> float:
-    k = min(20, len(ref) - 1)
-    if k < 1:
-        return float("nan")
-    def top(e: np.ndarray) -> np.ndarray:
-        s = e @ e.T
-        np.fill_diagonal(s, -np.inf)
-        return np.argsort(-s, axis=1)[:, :k]
-    a, b = top(ref), top(got)
-    return float(np.mean([len(set(x) & set(y)) / k for x, y in zip(a, b)]))
 
 
 def _torch_runner(bundle: Bundle, checkpoints: Sequence[Path]) -> tuple[Runner, float]:
@@ -135,13 +124,11 @@ def _measure(run: Runner, arrays: dict[SizeKey, np.ndarray], n: int, bs: int, re
 
 def environment() -> dict[str, Any]:
     from reidkit import __version__
+    from reidkit.cpus import cpu_model
     from reidkit.runtime.gpu import detect_gpus
 
     env: dict[str, Any] = {"python": platform.python_version(), "reidkit": __version__, "cores": os.cpu_count(), "platform": platform.platform()}
-    try:
-        env["cpu"] = next(l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("model name"))
-    except (OSError, StopIteration):
-        env["cpu"] = platform.processor() or "?"
+    env["cpu"] = cpu_model()
     env["gpus"] = [f"{g.name} (sm {g.compute_capability[0]}.{g.compute_capability[1]})" for g in detect_gpus()] or ["none"]
     for mod in ("numpy", "onnxruntime", "openvino", "MNN", "faiss", "torch", "timm", "tensorrt"):
         if mod == "MNN":  # importing MNN prints a banner
@@ -159,7 +146,7 @@ def environment() -> dict[str, Any]:
     return env
 
 
-def run_bench(model: Path, images: Path, checkpoints: Sequence[Path], backends: str, batch_sizes: str, max_images: int,
+def engine_sweep(model: Path, images: Path, checkpoints: Sequence[Path], backends: str, batch_sizes: str, max_images: int,
               repeats: int, out: Path) -> dict[str, Any]:
     bundle = load_bundle(model)
     paths, labels = _images(Path(images), max_images)
@@ -207,7 +194,7 @@ def run_bench(model: Path, images: Path, checkpoints: Sequence[Path], backends: 
                     ref_map = leave_one_out_whaledo_map(emb, labels)
             if ref is not None:
                 cos = np.sum(ref * emb, axis=1)
-                row.min_cos, row.mean_cos, row.top20_overlap = float(cos.min()), float(cos.mean()), _top20_overlap(ref, emb)
+                row.min_cos, row.mean_cos, row.top20_overlap = float(cos.min()), float(cos.mean()), embedding_overlap(ref, emb)
                 tol = TOLERANCES[prec].min_cosine
                 if row.min_cos < tol:
                     row.status, row.reason = "works, parity failed", f"min cosine {row.min_cos:.6f} < {tol}"

@@ -17,7 +17,7 @@ from reidkit.errors import ReidkitError
 
 def orl_people(spec: str) -> list[int]:
     """``1-30`` or ``1-10,21-30``: the ORL people an ``orl:`` spec names. Lists of ranges exist
-    so that every ten of s1-s30 can be a development fold (benchmarks/orl_pretrained.py)."""
+    so that every ten of s1-s30 can be a development fold (research/orl-recipe/orl_pretrained.py)."""
     people: list[int] = []
     for part in spec.split(","):
         try:

@@ -2,7 +2,7 @@
 
 Why it exists: post-training quantisation (onnxruntime static QDQ, NNCF, with bias
 correction or with the sensitive layers kept fp32) does not reach the INT8 gate on
-fine-tuned EfficientNet-Lite members (``benchmarks/results/int8-lite0.md``): the identity
+fine-tuned EfficientNet-Lite members (``research/int8-lite0/``): the identity
 signal is a small part of the backbone's features, and uniform INT8 noise is as large.
 Here a fake-quantised copy of the member is fine-tuned for a few hundred steps so that its
 embedding matches the fp32 member's (cosine), on unlabelled images. The fp32 member is not
@@ -13,7 +13,7 @@ gradients, and the exporter writes them as ONNX QuantizeLinear/DequantizeLinear,
 form onnxruntime and OpenVINO run in INT8). NNCF's PyTorch QAT was tried first: its
 symmetric quantiser's backward returned NaN on these members, and a step took 2.4x longer.
 
-Choices, each measured on a fine-tuned Lite0 member (``benchmarks/results/int8-lite0.md``):
+Choices, each measured on a fine-tuned Lite0 member (``research/int8-lite0/``):
 - BatchNorm is folded into the convolutions before quantising (torch's
   ``fuse_conv_bn_weights``), so the INT8 weights are the ones the engine runs. Unfolded,
   OpenVINO folds BN into the weights after their dequantisation and the cosine fell to 0.17.

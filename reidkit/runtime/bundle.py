@@ -9,9 +9,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from reidkit.errors import ReidkitError
-from reidkit.hashing import sha256_file
 from reidkit.imaging import ResizePolicy
-from reidkit.runtime.bundle_format import ARTEFACTS, PRECISIONS, REEXPORT, EngineRecord, Manifest, artefact_for
+from reidkit.runtime.bundle_format import ARTEFACTS, PRECISIONS, REEXPORT, EngineRecord, Manifest, artefact_for, verify_file
 
 if TYPE_CHECKING:
     from reidkit.runtime.embedder import Embedder
@@ -105,15 +104,6 @@ class Bundle:
 
         return Embedder(self, backend=backend, batch_size=batch_size, workers=workers, threads=threads, cache=cache,
                         precision=precision)
-
-
-def verify_file(path: Path, expected: str, what: str) -> None:
-    if not path.is_file():
-        raise ReidkitError(f"{path} is missing from the bundle; {REEXPORT}")
-    got = sha256_file(path)
-    if got != expected:
-        raise ReidkitError(f"{what} {path} does not match its manifest sha256 (expected {expected[:12]}..., found {got[:12]}...): "
-                           f"the file was changed or corrupted after export; {REEXPORT}")
 
 
 def load_bundle(root: str | Path, verify: bool = True) -> Bundle:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from reidkit.errors import ReidkitError
+from reidkit.hashing import sha256_file
 from reidkit.imaging import ResizePolicy
 
 SCHEMA_VERSION = 1
@@ -43,7 +44,7 @@ class Int8Scheme:
 
     x86 CPUs without VNNI multiply uint8 activations by int8 weights in pairs summed into a
     saturating int16, so 8-bit weights can overflow there (onnxruntime and OpenVINO agree; the
-    embedding fell to cosine 0.17 in ``benchmarks/results/int8-lite0.md``). 7-bit weights cannot,
+    embedding fell to cosine 0.17 in ``research/int8-lite0/``). 7-bit weights cannot,
     and run anywhere; 8-bit weights are the more faithful start where VNNI (or a GPU) is present.
     """
 
@@ -263,3 +264,12 @@ class Manifest:
 
         with atomic_write(root / MANIFEST, "w", encoding="utf-8") as fh:
             json.dump(self.to_dict(), fh, indent=2)
+
+
+def verify_file(path: Path, expected: str, what: str) -> None:
+    if not path.is_file():
+        raise ReidkitError(f"{path} is missing from the bundle; {REEXPORT}")
+    got = sha256_file(path)
+    if got != expected:
+        raise ReidkitError(f"{what} {path} does not match its manifest sha256 (expected {expected[:12]}..., found {got[:12]}...): "
+                           f"the file was changed or corrupted after export; {REEXPORT}")

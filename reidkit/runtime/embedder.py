@@ -19,22 +19,25 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 import numpy as np
 from PIL import Image
 
 from reidkit.cpus import usable_cpus
 from reidkit.hashing import content_key
-from reidkit.imaging import DEFAULT_MAX_PIXELS, ImageDecodeError, ResizePolicy, decode_rgb, from_array, resize_to, to_rgb
-from reidkit.runtime.backends.registry import AUTO, Backend
+from reidkit.imaging import DEFAULT_MAX_PIXELS, ImageDecodeError, ImageRef, ResizePolicy, decode_rgb, format_box, from_array, resize_to, to_rgb
+from reidkit.runtime.backends.registry import AUTO
 from reidkit.runtime.backends.select import select_backends
-from reidkit.runtime.bundle import Bundle
 from reidkit.runtime.cache import EmbeddingCache
-from reidkit.vectors import l2_normalise
+from reidkit.runtime.members import SizeKey, fuse, input_sizes, resize_stacks, run_members
 
-SizeKey = tuple[int, int, ResizePolicy]
-Input = Any  # str | os.PathLike | PIL.Image.Image | np.ndarray (uint8 HxW, HxWx3 or HxWx4)
+if TYPE_CHECKING:
+    from reidkit.runtime.bundle import Bundle
+
+__all__ = ["EmbedStats", "Embedder", "Embeddings", "SizeKey", "fuse", "input_sizes", "resize_stacks", "run_members"]
+
+Input = Any  # str | os.PathLike | ImageRef (a file, or a box on it) | PIL.Image.Image | np.ndarray (uint8 HxW, HxWx3 or HxWx4)
 
 
 @dataclass
@@ -69,37 +72,15 @@ class Embeddings:
         return where[np.fromiter(positions, np.int64)]
 
 
-def fuse(parts: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
-    """Weighted concatenation of unit-norm member embeddings, then L2 normalisation."""
-    x = np.concatenate([p.astype(np.float32) * np.float32(w) for p, w in zip(parts, weights)], axis=1)
-    return l2_normalise(x)
-
-
-def run_members(bundle: Bundle, backends: Sequence[Backend], stacks: Mapping[SizeKey, np.ndarray]) -> np.ndarray:
-    """Resized uint8 batches (one per distinct member input) -> fused embeddings."""
-    parts = [be.run(stacks[m.size_key]) for m, be in zip(bundle.members, backends)]
-    return fuse(parts, [m.weight for m in bundle.members])
-
-
-def input_sizes(bundle: Bundle) -> list[SizeKey]:
-    """The distinct host resizes a bundle needs: each image is resized once per entry."""
-    return sorted({m.size_key for m in bundle.members}, key=repr)
-
-
-def resize_stacks(sizes: Sequence[SizeKey], images: Sequence[Image.Image]) -> dict[SizeKey, np.ndarray]:
-    """Decoded RGB images -> one resized uint8 stack per member input size."""
-    return {s: np.stack([resize_to(im, s[0], s[1], s[2]) for im in images]) for s in sizes}
-
-
 def _describe(item: Input, i: int) -> Any:
-    return str(item) if isinstance(item, (str, os.PathLike)) else i
+    return str(item) if isinstance(item, (str, os.PathLike, ImageRef)) else i
 
 
 class Embedder:
     """Loads a bundle's engines once and embeds images with them; a context manager that
     closes its cache and engines on exit."""
 
-    def __init__(self, bundle: Bundle, backend: str = AUTO, batch_size: int = 32, workers: int | None = None,
+    def __init__(self, bundle: "Bundle", backend: str = AUTO, batch_size: int = 32, workers: int | None = None,
                  threads: int | None = None, cache: str | Path | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
                  precision: str | None = None) -> None:
         self.bundle = bundle
@@ -136,16 +117,20 @@ class Embedder:
 
     def _prepare(self, item: Input, known: set[str]) -> tuple[str, dict[SizeKey, np.ndarray] | None, float]:
         t = time.perf_counter()
-        if isinstance(item, (str, os.PathLike)):
-            path = Path(item)
+        if isinstance(item, (str, os.PathLike, ImageRef)):
+            ref = item if isinstance(item, ImageRef) else ImageRef(Path(item))
             try:
-                data = path.read_bytes()
+                data = ref.path.read_bytes()
             except OSError as exc:
-                raise ImageDecodeError(path, f"cannot read file ({exc.strerror or exc})") from None
+                raise ImageDecodeError(ref.path, f"cannot read file ({exc.strerror or exc})") from None
             key = content_key(data)
+            if ref.bbox is not None:  # another box on the same photo is another subject
+                key = content_key(f"{key} bbox {format_box(ref.bbox)}".encode())
             if key in known:
                 return key, None, time.perf_counter() - t
-            img = decode_rgb(data, path, self.max_pixels)
+            # decoded once, at the DCT reduction that still covers the largest member input
+            need = (max(sz[0] for sz in self.sizes), max(sz[1] for sz in self.sizes))
+            img = decode_rgb(data, str(ref), self.max_pixels, box=ref.bbox, min_hw=need)
         else:
             img = to_rgb(item) if isinstance(item, Image.Image) else from_array(item)
             key = content_key(b"rgb%dx%d:" % img.size + img.tobytes())
@@ -155,7 +140,7 @@ class Embedder:
         return key, arrays, time.perf_counter() - t
 
     def embed(self, inputs: Sequence[Input], progress: bool = False, desc: str = "embedding") -> Embeddings:
-        """Embed paths, PIL images or uint8 arrays; inputs that cannot be used are reported in
+        """Embed paths, :class:`ImageRef` boxes on photos, PIL images or uint8 arrays; inputs that cannot be used are reported in
         ``skipped`` with the reason and left out of ``vectors``, never fatal."""
         from reidkit.progress import progress_bar
 

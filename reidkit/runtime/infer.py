@@ -14,7 +14,7 @@ from reidkit.data.csvio import write_rows
 from reidkit.data.folders import list_images, warn_skipped
 from reidkit.data.whaledo import read_metadata, read_scenarios
 from reidkit.errors import ReidkitError
-from reidkit.runtime.embedder import Embedder, Embeddings
+from reidkit.runtime.embedder import Embeddings
 from reidkit.runtime.identity import HEADER as IDENTITY_HEADER
 from reidkit.runtime.identity import folder_identities, identity_rows, rank_identities
 from reidkit.runtime.knn import database_augment, to_unit_score

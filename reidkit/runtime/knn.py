@@ -46,15 +46,20 @@ def database_augment(database: np.ndarray, k: int) -> np.ndarray:
     return l2_normalise(database[idx].mean(axis=1))
 
 
-def query_expand(queries: np.ndarray, database: np.ndarray, k: int, exclude: np.ndarray | None = None) -> np.ndarray:
-    """Average query expansion: add the top-k database neighbours (not the query itself)."""
+def query_expand(queries: np.ndarray, database: np.ndarray, k: int, exclude: np.ndarray | None = None,
+                 neighbours: np.ndarray | None = None) -> np.ndarray:
+    """Average query expansion: add the top-k database neighbours (not the query itself).
+
+    ``neighbours`` (database rows per query, best first, at least k+1 wide) lets a caller that
+    searched its own index (IVF, HNSW) pass what it found; otherwise the exact search finds them.
+    """
     if k <= 0 or len(database) == 0:
         return queries
-    _, idx = search(database, queries, k + 1)
-    out = queries.copy()
+    idx = neighbours if neighbours is not None else search(database, queries, k + 1)[1]
+    out = queries.astype(np.float32, copy=True)
     for i in range(len(queries)):
         nn = [j for j in idx[i] if j >= 0 and (exclude is None or j != exclude[i])][:k]
-        out[i] = queries[i] + database[nn].sum(axis=0)
+        out[i] += database[nn].sum(axis=0)
     return l2_normalise(out)
 
 

@@ -16,8 +16,7 @@ import numpy as np
 
 from reidkit.errors import ReidkitError
 from reidkit.runtime.index import GalleryIndex, open_or_build, resolve_kind
-from reidkit.runtime.knn import database_augment, rank
-from reidkit.vectors import l2_normalise
+from reidkit.runtime.knn import database_augment, query_expand, rank
 from reidkit.runtime.rerank import RerankParams, distance_to_similarity, rerank_shortlist
 
 
@@ -33,12 +32,7 @@ def rank_indexed(index: GalleryIndex, gallery: np.ndarray, queries: np.ndarray, 
         q = queries[s:s + batch]
         own = self_index[s:s + batch] if self_index is not None else np.full(len(q), -1)
         if qe:
-            _, idx = index.search(q, qe + 1)
-            expanded = q.astype(np.float32).copy()
-            for i in range(len(q)):
-                nn = [j for j in idx[i] if j >= 0 and j != own[i]][:qe]
-                expanded[i] += gallery[nn].sum(axis=0)
-            q = l2_normalise(expanded).astype(np.float32)
+            q = query_expand(q, gallery, qe, own, neighbours=index.search(q, qe + 1)[1]).astype(np.float32)
         sims, idx = index.search(q, want)
         if rerank:
             shortlist = np.where(idx == own[:, None], -1, idx)  # the query's own image is not a candidate

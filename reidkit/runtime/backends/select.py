@@ -2,24 +2,48 @@
 
 ``auto``: a TensorRT engine matching this GPU, else onnxruntime CUDA; on a CPU the fastest
 engine the bundle and the installed packages allow. Which CPU engine is fastest depends on
-the network (MNN led on the resnet10t demo ensemble, OpenVINO on pretrained EfficientNet-Lite0
-members; see benchmarks/results/), so when several are possible ``auto`` times them on the
-bundle once per CPU (:mod:`reidkit.runtime.backends.autoselect`). onnxruntime CPU, slowest
-end to end in every report so far, is the fallback when nothing faster is installed. Only
-engines whose probe passes are loaded, so nothing prints provider errors.
+the network and the CPU's instruction set (docs/results.md), so when several are possible
+``auto`` times them on the bundle once per CPU: each candidate runs the bundle's own members
+on a small batch, interleaved (A B A B ...) so that machine noise hits all of them, and the
+fastest wins. The result is remembered per bundle, precision, CPU model, core count, thread
+setting and engine versions in ``<cache dir>/auto-backend.json`` (``$REIDKIT_CACHE_DIR``, else
+``$XDG_CACHE_HOME/reidkit``, else ``~/.cache/reidkit``), so later runs start at once;
+``REIDKIT_AUTO_MEASURE=0`` skips timing and uses the table's order. The winner's loaded engines
+are kept, so measuring costs no second load. onnxruntime CPU is the fallback when nothing
+faster is installed. Only engines whose probe passes are loaded, so nothing prints provider errors.
+
+This module sits below the bundle and the embedder: it imports neither (the bundle is a type here).
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
+import importlib.metadata
+import json
+import logging
+import os
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+
+from reidkit.cpus import cpu_model, usable_cpus
 
 from reidkit.errors import MissingDependencyError, ReidkitError
 from reidkit.runtime.backends.registry import AUTO, BACKENDS, Backend, BackendSpec, get_backend
 from reidkit.runtime.backends.trt import engines_for_this_gpu
-from reidkit.runtime.bundle import Bundle, verify_file
-from reidkit.runtime.bundle_format import DEFAULT_INT8_SCHEME, PRECISIONS, artefact_for
+from reidkit.runtime.bundle_format import DEFAULT_INT8_SCHEME, PRECISIONS, artefact_for, verify_file
+from reidkit.runtime.members import run_members
 
-__all__ = ["Backend", "Selection", "make_backends", "resolve_precision", "select_backends", "bundle_lacks"]
+if TYPE_CHECKING:
+    from reidkit.runtime.bundle import Bundle
+
+log = logging.getLogger("reidkit")
+
+__all__ = ["Backend", "Selection", "make_backends", "resolve_precision", "select_backends", "bundle_lacks", "fastest", "cache_dir"]
 
 
 @dataclass
@@ -125,8 +149,6 @@ def select_backends(bundle: Bundle, requested: str = AUTO, precision: str | None
         elif why is not None:
             why_not[spec.name] = why
     if len(fast) > 1:
-        from reidkit.runtime.backends.autoselect import fastest
-
         return fastest(bundle, fast, prec, threads)
     if len(fast) == 1:
         spec = fast[0]
@@ -139,3 +161,91 @@ def select_backends(bundle: Bundle, requested: str = AUTO, precision: str | None
                          make_backends(bundle, spec.name, threads, prec))
     raise MissingDependencyError(f"no engine can run {bundle.root} at {prec} here: "
                                  + "; ".join(f"{k}: {v}" for k, v in why_not.items()))
+
+
+# --- auto on a CPU with several fast engines: time them on this bundle, once ---------------
+_DISTS = {"mnn": "MNN", "openvino": "openvino", "ort-cpu": "onnxruntime"}
+BATCH, ROUNDS = 8, 3
+
+
+def cache_dir() -> Path:
+    if os.environ.get("REIDKIT_CACHE_DIR"):
+        return Path(os.environ["REIDKIT_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "reidkit"
+
+
+def _version(spec: BackendSpec) -> str:
+    try:
+        return importlib.metadata.version(_DISTS.get(spec.name, spec.module))
+    except importlib.metadata.PackageNotFoundError:
+        return "?"
+
+
+def _record_key(bundle: Bundle, specs: Sequence[BackendSpec], precision: str, threads: int | None) -> str:
+    desc = [[bundle.key(precision, s.name) for s in specs], [(s.name, _version(s)) for s in specs], cpu_model(),
+            usable_cpus(), threads]
+    return hashlib.sha256(json.dumps(desc).encode()).hexdigest()
+
+
+def _load_records(path: Path) -> dict:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        return doc if isinstance(doc, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _save_record(path: Path, key: str, record: dict) -> None:
+    from reidkit.atomic import atomic_write
+
+    try:
+        records = _load_records(path)
+        records[key] = record
+        with atomic_write(path, "w", encoding="utf-8") as fh:
+            json.dump(records, fh, indent=1)
+    except OSError as exc:  # a read-only home only costs a re-measure next time
+        log.debug("could not remember the auto backend choice in %s: %s", path, exc)
+
+
+def _time(bundle: Bundle, loaded: dict[str, list], precision: str) -> dict[str, float]:
+    rng = np.random.default_rng(0)
+    batch = {m.size_key: rng.integers(0, 256, (BATCH, m.height, m.width, 3), dtype=np.uint8) for m in bundle.members}
+    best = {name: float("inf") for name in loaded}
+    for name, bes in loaded.items():  # warm-up: first runs allocate and pick kernels
+        run_members(bundle, bes, batch)
+    for _ in range(ROUNDS):
+        for name, bes in loaded.items():
+            t = time.perf_counter()
+            run_members(bundle, bes, batch)
+            best[name] = min(best[name], time.perf_counter() - t)
+    return {name: BATCH / s for name, s in best.items()}
+
+
+def fastest(bundle: Bundle, specs: Sequence[BackendSpec], precision: str, threads: int | None) -> Selection:
+    path = cache_dir() / "auto-backend.json"
+    key = _record_key(bundle, specs, precision, threads)
+    names = [s.name for s in specs]
+    if os.environ.get("REIDKIT_AUTO_MEASURE", "1") == "0":
+        name = names[0]
+        return Selection(name, precision, f"auto: {name}, first of {', '.join(names)} in the table's order (REIDKIT_AUTO_MEASURE=0)",
+                         make_backends(bundle, name, threads, precision))
+    rec = _load_records(path).get(key)
+    if isinstance(rec, dict) and rec.get("choice") in names:
+        name = rec["choice"]
+        return Selection(name, precision, f"auto: {name}, fastest here when timed on {rec.get('measured_at', '?')} ({_rates(rec)})",
+                         make_backends(bundle, name, threads, precision))
+    log.info("auto: timing %s on this bundle once (remembered in %s)", ", ".join(names), path)
+    loaded = {s.name: make_backends(bundle, s.name, threads, precision) for s in specs}
+    rates = _time(bundle, loaded, precision)
+    name = max(rates, key=lambda n: rates[n])
+    rec = {"choice": name, "images_per_s": {n: round(r, 1) for n, r in rates.items()}, "precision": precision,
+           "cpu": cpu_model(), "cores": usable_cpus(), "bundle": str(bundle.root),
+           "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    _save_record(path, key, rec)
+    return Selection(name, precision, f"auto: {name}, fastest of those timed now on this bundle ({_rates(rec)})", loaded[name])
+
+
+def _rates(rec: dict) -> str:
+    rates = rec.get("images_per_s") or {}
+    return ", ".join(f"{n} {r:g} images/s" for n, r in sorted(rates.items(), key=lambda kv: -kv[1]))

@@ -5,12 +5,12 @@ images, then the PyTorch simulation is compared with the fp32 member on a dev se
 parity images and N synthetic whales of seed 5: min/mean cosine, top-20 overlap of each
 whale's neighbours among the N), and the INT8 ONNX is written for the engines to be judged
 on the CPU (``--judge DIR`` re-reads those ONNX files with onnxruntime and OpenVINO).
-The benchmark's evaluation whales (run_bench.py, seed 7) are not used here.
+The benchmark's evaluation whales (benchmarks/headline.py, seed 7) are not used here.
 
-  python benchmarks/int8_distil.py --member M.safetensors --images bench_lite0/train/images \
+  python research/int8-lite0/int8_distil.py --member M.safetensors --images bench_lite0/train/images \
       --steps 300 1000 --lr 2e-5 1e-4 --device cuda --out int8_sweep
-  python benchmarks/int8_distil.py --judge int8_sweep
-  python benchmarks/int8_distil.py --judge-twin bundle/m.onnx int8-twins/m.<key>.int8.onnx
+  python research/int8-lite0/int8_distil.py --judge int8_sweep
+  python research/int8-lite0/int8_distil.py --judge-twin bundle/m.onnx int8-twins/m.<key>.int8.onnx
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ options on one member (the bundle's largest) and reports, per setting: session s
 first batch (search included), a batch of a new shape, steady images/s at batch 32 and 128,
 and the largest difference from onnxruntime on the CPU.
 
-Usage (on a GPU): python benchmarks/ort_cuda_options.py BUNDLE --out result.json
+Usage (on a GPU): python research/ort-cuda-options/ort_cuda_options.py BUNDLE --out result.json
 """
 
 from __future__ import annotations

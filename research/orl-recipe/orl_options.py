@@ -22,11 +22,10 @@ import statistics
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+HERE = Path(__file__).resolve().parent
 
-from benchmarks.orl_pretrained import sh  # noqa: E402
-from benchmarks.run_bench import write_report  # noqa: E402
+from orl_pretrained import sh  # the sibling study script (python puts a script's own folder on the path)
+from reidkit.bench.reports import write_report
 
 
 def score(seed_dir: Path, options: str) -> float:
@@ -102,7 +101,7 @@ def main() -> int:
     ap.add_argument("--options", nargs="+", required=True,
                     help='reid-infer option sets without their dashes ("qe 2 dba 2" is --qe 2 --dba 2); plain: none. The first is the baseline.')
     ap.add_argument("--tag", required=True, help="Names the report (e.g. the members' input size).")
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "orl-dev")
+    ap.add_argument("--out", type=Path, default=HERE / "results" / "dev-folds")
     ap.add_argument("--leave-query-out", metavar="QE,DBA",
                     help="Also score --qe QE --dba DBA with each query's own image out of the database (numpy, brute force).")
     args = ap.parse_args()
@@ -136,7 +135,7 @@ def main() -> int:
         lines.append(f"| `{o or 'plain'}` | " + " | ".join(" / ".join(f"{v:.3f}" for v in table[o][f]) for f in folds) + " | "
                      + " | ".join(f"{s['fold_means'][f]:.4f}" for f in folds)
                      + f" | {s['mean']:.4f} | {s['mean'] - summary[plain]['mean']:+.4f} | {better} of {len(folds)} |")
-    lines += ["", "Each folder's members were trained by benchmarks/orl_pretrained.py; its people scored here are the ones "
+    lines += ["", "Each folder's members were trained by research/orl-recipe/orl_pretrained.py; its people scored here are the ones "
               "its members never trained on (a development fold, or s31-s40)."]
     lqo: dict[str, list[tuple[float, float]]] = {}
     if args.leave_query_out:

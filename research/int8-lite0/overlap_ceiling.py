@@ -16,7 +16,7 @@ With ``--bench-work`` it also reads a finished ``make bench`` run's submissions 
 backend, how many of the baseline's true matches each kept and how close to the cut-off the
 neighbours it dropped were.
 
-  python benchmarks/overlap_ceiling.py --bundle bench_lite0/bundle --models bench_lite0/models \
+  python research/int8-lite0/overlap_ceiling.py --bundle bench_lite0/bundle --models bench_lite0/models \
       --bench-work bench_lite0 --tag lite0-ensemble-w8a8
 """
 
@@ -31,7 +31,9 @@ from pathlib import Path
 import numpy as np
 
 from int8_distil import judge, ort_embed, ort_session
-from run_bench import agreement, read_sub, write_report
+from reidkit.bench.agreement import agreement
+from reidkit.bench.agreement import read_submission as read_sub
+from reidkit.bench.reports import write_report
 
 SCALES = (1.0, 0.5, 0.3, 0.2, 0.1, 0.05)
 
@@ -152,7 +154,7 @@ def main() -> None:
           f"Bundle `{args.bundle}` ({', '.join(doc['members'])}; INT8 scheme {doc['int8_scheme']}), on {args.whales} dev whales "
           "(reid-synth seed 5; each image a query against the others). Reference: fp32 ONNX on onnxruntime. "
           "FP16: PyTorch with every weight and layer input rounded to float16, fp32 arithmetic. "
-          "Written by `benchmarks/overlap_ceiling.py`.", "",
+          "Written by `research/int8-lite0/overlap_ceiling.py`.", "",
           "| embedding | precision | min cos | mean cos | top-20 overlap | median pair-similarity change |",
           "|---|---|---:|---:|---:|---:|"]
     md += [f"| {r['embedding']} | {r['precision']} | {r['min_cos']:.4f} | {r['mean_cos']:.6f} | {r['top20_overlap']:.4f} | "

@@ -1,4 +1,4 @@
-"""``make bench``: reid-infer against the seed-style baseline, end to end, interleaved.
+"""``make bench``: the headline comparison, reid infer against the seed-style baseline, end to end, interleaved.
 
 Same checkpoints (the bundle is exported from them), same reid-synth Whale-do data, same
 machine; the two run alternately so that machine noise hits both. Writes the headline
@@ -10,21 +10,21 @@ agreement of the two submissions, and the fastest a GEMM-based fp32 run could be
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime as dt
 import json
 import os
-import platform
 import re
 import shlex
 import statistics
 import subprocess
 import sys
 import time
-from collections import defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+
+from reidkit.bench.agreement import agreement  # noqa: E402
+from reidkit.bench.reports import write_report  # noqa: E402
 BIN = Path(sys.executable).parent
 
 
@@ -38,57 +38,10 @@ def timed(*args: str | Path) -> tuple[float, str]:
     return time.perf_counter() - t, res.stdout
 
 
-def read_sub(path: Path) -> dict[str, dict[str, float]]:
-    out: dict[str, dict[str, float]] = defaultdict(dict)
-    with open(path, newline="") as fh:
-        for r in csv.DictReader(fh):
-            out[r["query_id"]][r["database_image_id"]] = float(r["score"])
-    return out
-
-
-def agreement(a: Path, b: Path, labels: Path | None = None) -> dict[str, float]:
-    """How far submission ``b`` keeps ``a``'s ranked lists. With ``labels``, also the share of the
-    true matches in ``a``'s lists that ``b``'s lists keep: top-20 overlap counts every swap
-    alike, while a reviewer only loses something when a true match leaves the list."""
-    from reidkit.evaluate import labels_from_csv
-
-    A, B = read_sub(a), read_sub(b)
-    truth = labels_from_csv(labels) if labels else None
-    overlaps, diffs, true_in_a, true_kept = [], [], 0, 0
-    for q in set(A) | set(B):
-        x, y = A.get(q, {}), B.get(q, {})
-        overlaps.append(len(set(x) & set(y)) / max(1, len(x), len(y)))
-        diffs += [abs(x[d] - y[d]) for d in set(x) & set(y)]
-        if truth is not None:
-            hits = set(x) & truth.get(q, set())
-            true_in_a += len(hits)
-            true_kept += len(hits & set(y))
-    out = {"top20_overlap": statistics.mean(overlaps), "max_score_diff": max(diffs, default=0.0),
-           "mean_score_diff": statistics.mean(diffs) if diffs else 0.0}
-    if truth is not None:
-        out["true_matches_kept"] = true_kept / true_in_a if true_in_a else float("nan")
-    return out
-
-
 def cpu_info() -> dict[str, object]:
-    info: dict[str, object] = {"cores": os.cpu_count(), "machine": platform.machine()}
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        info["model"] = next(l.split(":", 1)[1].strip() for l in text.splitlines() if l.startswith("model name"))
-        flags = next(l for l in text.splitlines() if l.startswith("flags")).split()
-        mhz = [float(l.split(":")[1]) for l in text.splitlines() if l.startswith("cpu MHz")]
-        ghz = max(mhz) / 1000 if mhz else 2.0
-        # fp32 FLOPs per cycle per core: 2 FMA units x (16 lanes AVX-512 | 8 lanes AVX2) x 2
-        per_cycle = 64 if "avx512f" in flags else 32 if "fma" in flags else 8
-        isa = "avx512" if per_cycle == 64 else "avx2+fma" if per_cycle == 32 else "sse"
-        from reidkit.cpus import INT8_DOT_FLAGS
+    from reidkit.cpus import fp32_peak
 
-        vnni = [f for f in INT8_DOT_FLAGS if f in flags]  # whether 8-bit INT8 weights can run (bundle_format.Int8Scheme)
-        info.update({"ghz": ghz, "fp32_flops_per_cycle": per_cycle, "isa": isa + ("+" + "+".join(vnni) if vnni else ", no VNNI")})
-        info["peak_gflops"] = (os.cpu_count() or 1) * ghz * per_cycle
-    except (OSError, StopIteration):
-        pass
-    return info
+    return fp32_peak()
 
 
 def gpu_info() -> dict[str, str]:
@@ -146,19 +99,6 @@ def ensemble_gflops(checkpoints: list[Path]) -> float:
             model(torch.zeros(1, h, w, 3, dtype=torch.uint8))
         total += 2 * fc.get_total_flops()
     return total / 1e9
-
-
-def write_report(out: Path, stem: str, doc: dict, md: list[str]) -> None:
-    """A benchmark's report pair, OUT/STEM.json and OUT/STEM.md, each written atomically (an
-    interrupted run leaves the previous report, never half of one); the markdown is echoed."""
-    from reidkit.atomic import atomic_write
-
-    out.mkdir(parents=True, exist_ok=True)
-    with atomic_write(out / f"{stem}.json", "w", encoding="utf-8") as fh:
-        fh.write(json.dumps(doc, indent=2) + "\n")
-    with atomic_write(out / f"{stem}.md", "w", encoding="utf-8") as fh:
-        fh.write("\n".join(md) + "\n")
-    print("\n".join(md))
 
 
 def last_line(text: str | None) -> str:
@@ -409,7 +349,8 @@ def main() -> int:
         f"**{med['seed']['wall'] / floor:.2f}x** the baseline. MNN computes 3x3 convolutions with Winograd transforms, fewer "
         f"multiplications for the same result, so that floor does not bind it. The fastest reid-infer fp32 run ({variants[best][0]}, "
         f"{med[best]['wall']:.2f} s) takes {med[best]['wall'] / floor:.2f}x the floor. Below fp32 the lever is fewer bits (INT8), at the agreement shown.")
-    stamp = ("gpu-" if gpu else "cpu-") + dt.date.today().isoformat() + (f"-{args.tag}" if args.tag else "")
+    # one current report per configuration: the name says what ran, the heading says when
+    stamp = ("gpu" if gpu else "cpu") + (f"-{args.tag}" if args.tag else "")
     write_report(args.out, f"headline-{stamp}", report, md)
     return 0
 
