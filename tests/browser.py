@@ -60,3 +60,30 @@ def requested_urls(driver) -> list[str]:
         if msg.get("method") == "Network.requestWillBeSent":
             urls.append(msg["params"]["request"]["url"])
     return urls
+
+
+def click(driver, element, timeout: float = 20.0) -> None:
+    """Click like a user: scroll the element to the middle of the viewport (never under the sticky
+    toolbar), wait until it is displayed and enabled and nothing else covers its centre, then click.
+
+    A bare ``element.click()`` fails with "element click intercepted" when the page is still
+    laying out or the element sits under the toolbar; under a loaded machine that is a flake.
+    """
+    from selenium.common.exceptions import ElementClickInterceptedException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def ready(d) -> bool:
+        d.execute_script("arguments[0].scrollIntoView({block: 'center', inline: 'center'});", element)
+        on_top = d.execute_script(
+            "const r = arguments[0].getBoundingClientRect();"
+            "const hit = document.elementFromPoint(r.left + r.width / 2, r.top + r.height / 2);"
+            "return hit !== null && (hit === arguments[0] || arguments[0].contains(hit));", element)
+        if not (element.is_displayed() and element.is_enabled() and on_top):
+            return False
+        try:
+            element.click()
+        except ElementClickInterceptedException:
+            return False
+        return True
+
+    WebDriverWait(driver, timeout, poll_frequency=0.05).until(ready, f"{element.tag_name} never became clickable")

@@ -57,9 +57,20 @@ def embed_with(bundle: Path, backend: str, precision: str = "fp32"):
     return fuse(parts, [m.weight for m in b.members])
 
 
+# What makes a test slow: it trains or exports real models, or starts a cluster. Such tests are
+# marked `slow` here, by what they use, so `pytest -m "not slow"` is the fast tier a developer runs
+# (under two minutes on two cores); `make test` runs everything.
+SLOW_FIXTURES = frozenset({"members", "bundle", "lite0", "member", "cluster", "synth600", "page"})
+SLOW_FILES = frozenset({"test_train.py", "test_export.py", "test_export_fp16.py", "test_distil_int8.py", "test_mnn.py",
+                        "test_demo.py", "test_weights.py", "test_gpu.py", "test_ray.py", "test_openvino.py"})
+
+
 def pytest_collection_modifyitems(config, items):
     from reidkit.runtime.gpu import detect_gpus
 
+    for item in items:
+        if SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())) or item.path.name in SLOW_FILES:
+            item.add_marker(pytest.mark.slow)
     if detect_gpus():
         return
     skip = pytest.mark.skip(reason="needs an NVIDIA GPU (none found by the CUDA driver on this machine)")

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from browser import missing_reason, requested_urls, start
+from browser import click, missing_reason, requested_urls, start
 from test_review import review_cli
 
 pytestmark = pytest.mark.skipif(missing_reason() is not None, reason=str(missing_reason()))
@@ -162,9 +162,9 @@ def test_sorting_and_filtering(driver, page):
     assert _order(driver) == list(rows)
     assert driver.execute_script("return window.reidkitReview.order()") == list(rows)
     box = driver.find_element(By.ID, "missed")
-    box.click()
+    click(driver, box)
     assert _shown(driver) == missed
-    box.click()
+    click(driver, box)
     assert _shown(driver) == set(rows)
 
 
@@ -195,11 +195,11 @@ def test_decisions_by_mouse_and_keyboard_survive_a_reload_and_download_as_csv(dr
                           q_weird)
     q3 = qs[2]
     c3 = page["rows"][q3][0][0]
-    button(q3, "confirm", c3).click()
-    button(q3, "new").click()
+    click(driver, button(q3, "confirm", c3))
+    click(driver, button(q3, "new"))
     q4, c4 = qs[3], page["rows"][qs[3]][0][0]
-    button(q4, "reject", c4).click()
-    button(q4, "reject", c4).click()  # pressing again takes it back
+    click(driver, button(q4, "reject", c4))
+    click(driver, button(q4, "reject", c4))  # pressing again takes it back
 
     q2 = qs[1]
     c2a, c2b = page["rows"][q2][1][0], page["rows"][q2][2][0]
@@ -211,7 +211,7 @@ def test_decisions_by_mouse_and_keyboard_survive_a_reload_and_download_as_csv(dr
     for q, w in want_state.items():
         assert _pressed(driver, q) == w, q
 
-    driver.find_element(By.ID, "download").click()
+    click(driver, driver.find_element(By.ID, "download"))
     text = _downloaded(driver)
     want = [["query_id", "decision", "identity_or_image"]]
     for q in qs:  # file order, then rank order
