@@ -1,4 +1,4 @@
-"""Scaling report for issue 16: reid-infer at 10^3..10^5 images, kNN indexes at 10^4..10^6
+"""Scaling report: reid-infer at 10^3..10^5 images, kNN indexes at 10^4..10^6
 vectors, shortlist re-ranking against the dense reference. Writes JSON parts and the
 report (scaling.md + scaling.png) under benchmarks/results/scaling/.
 

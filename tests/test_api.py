@@ -1,4 +1,4 @@
-"""The public Python API and the architecture rules it rests on (issue 13)."""
+"""The public Python API and the architecture rules it rests on."""
 
 from __future__ import annotations
 

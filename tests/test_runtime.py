@@ -119,7 +119,7 @@ def test_scenario_mode_equals_brute_force_numpy(tmp_path, bundle, synth):
 
 
 def test_scenario_mode_qe_and_dba_equal_their_definitions_in_numpy(tmp_path, bundle, synth):
-    """The ORL recipe ranks with --qe 2 --dba 2 (benchmarks/results/orl-dev/README.md): DBA replaces each
+    """The ORL recipe ranks with --qe 2 --dba 2 (research/orl-recipe/README.md): DBA replaces each
     database vector by the normalised mean of itself and its 2 nearest database vectors; QE adds to
     each query its 2 nearest augmented database vectors (never its own image) before the search."""
     base = ["--model", bundle, "--scenarios", synth / "query_scenarios.csv", "--metadata", synth / "metadata.csv", "--quiet"]

@@ -9,7 +9,7 @@
   var cur = null, curC = -1;
   /* Sorting sets the CSS order of each block (main is a flex column) instead of moving the
      nodes: on a 2,000-query page moving them cost 12-20 s after the first layout, setting
-     order 0.2-0.3 s (benchmarks/results/review-page-2026-11-23.md). view holds the blocks in shown order. */
+     order 0.2-0.3 s (benchmarks/results/review-page.md). view holds the blocks in shown order. */
   var view = Array.prototype.slice.call(main.children);
 
   function load() {

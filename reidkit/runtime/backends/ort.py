@@ -35,7 +35,7 @@ def _preload_cuda_libraries() -> None:
         ort.preload_dlls(directory="")
 
 
-# Measured on an H100 (benchmarks/results/gpu/ort-cuda-options-h100.md): the provider's default
+# Measured on an H100 (research/ort-cuda-options/): the provider's default
 # EXHAUSTIVE search cost 1-5 s per member per new batch shape, most of a reid-infer run, for the
 # same steady speed as HEURISTIC; TF32 moves fp32 embeddings by ~4e-4 (beyond the fp32
 # tolerance) for ~16%; NHWC ran 3x slower on these depthwise networks.
