@@ -26,6 +26,8 @@ def usable_cpus() -> int:
 
 # instructions that multiply uint8 x int8 straight into int32 (no int16 intermediate)
 INT8_DOT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+# instructions that compute in bfloat16 (dot products into fp32); without them bf16 is emulated
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
 @lru_cache(maxsize=1)
@@ -61,7 +63,7 @@ def fp32_peak() -> dict[str, object]:
     per_cycle = 64 if "avx512f" in flags else 32 if "fma" in flags else 8
     isa = "avx512" if per_cycle == 64 else "avx2+fma" if per_cycle == 32 else "sse"
     vnni = [f for f in INT8_DOT_FLAGS if f in flags]
-    bf16 = [f for f in ("avx512_bf16", "amx_bf16") if f in flags]
+    bf16 = [f for f in BF16_FLAGS if f in flags]
     return {"model": cpu_model(), "cores": usable_cpus(), "machine": platform.machine(), "ghz": ghz,
             "fp32_flops_per_cycle": per_cycle, "isa": isa + ("+" + "+".join(vnni + bf16) if vnni or bf16 else "") +
             ("" if vnni else ", no VNNI"), "peak_gflops": usable_cpus() * ghz * per_cycle}
@@ -81,4 +83,22 @@ def int8_saturates() -> str | None:
         return "this x86 CPU's features could not be read, so VNNI cannot be confirmed"
     if flags.isdisjoint(INT8_DOT_FLAGS):
         return "this x86 CPU has no VNNI (AVX-512 VNNI, AVX-VNNI or AMX), so its INT8 products saturate at int16"
+    return None
+
+
+def bf16_missing() -> str | None:
+    """Why this CPU cannot run bf16 inference natively, or None when it can.
+
+    bf16 pays only with the instructions that compute in it; elsewhere an engine would convert
+    back and forth or quietly compute in fp32, and the user would get neither the speed they
+    asked for nor the embeddings they think they measured. Support is read from x86's flags
+    only, so other architectures are refused rather than guessed at.
+    """
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return f"bf16 inference needs an x86-64 CPU with AVX512-BF16 or AMX, and this is {platform.machine()}"
+    flags = cpu_flags()
+    if not flags:
+        return "this CPU's features could not be read, so its bf16 support (AVX512-BF16 or AMX) cannot be confirmed"
+    if flags.isdisjoint(BF16_FLAGS):
+        return f"this CPU ({cpu_model()}) has no bf16 arithmetic (AVX512-BF16 or AMX)"
     return None

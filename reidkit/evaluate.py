@@ -127,3 +127,64 @@ def format_report(report: dict[str, Any]) -> str:
             lines.append(section.replace("_", " ") + ":")
             lines += [f"  {k:<20} {v['mAP@20']:.4f}  ({v['queries']} queries)" for k, v in report[section].items()]
     return "\n".join(lines)
+
+
+def _item_identities(source: Path) -> dict[str, str]:
+    from reidkit.data.items import read_items
+
+    return {it.id: it.identity for it in read_items(source).items if it.identity is not None}
+
+
+def score_identities(submission: Path, query: Path | None = None, gallery: Path | None = None, metadata: Path | None = None,
+                     scenarios: Path | None = None) -> dict[str, Any]:
+    """An identity ranking (``--by identity``, maybe with ``new_individual`` rows) against the truth.
+
+    Queries whose individual is in their gallery are scored by top-1 accuracy (a first row
+    ``new_individual`` is wrong); the others by the share whose first row is ``new_individual``;
+    the balanced mean of the two weighs known and new individuals equally (AnimalCLEF style),
+    however many of each there are.
+    """
+    q_ident: dict[str, str] = {}
+    q_gallery: dict[str, set[str]] = {}
+    if query is not None and gallery is not None:
+        q_ident = _item_identities(query)
+        idents = set(_item_identities(gallery).values())
+        q_gallery = {q: idents for q in q_ident}
+    elif metadata is not None and scenarios is not None:
+        meta = read_metadata(metadata)
+        if not meta.whale_id:
+            raise ReidkitError(f"{metadata} has no whale_id column; the identity of each image is needed")
+        for sc in read_scenarios(scenarios, set(meta.image_ids)):
+            db = {meta.whale_id[d] for d in sc.database}
+            for qid, img in sc.queries:
+                q_ident[qid], q_gallery[qid] = meta.whale_id[img], db
+    else:
+        raise ReidkitError("an identity ranking is scored against --query and --gallery (with identities), "
+                           "or --metadata with --scenarios")
+    first: dict[str, str] = {}
+    for r in read_rows(submission, schemas.IDENTITY_MATCHES):
+        first.setdefault(r["query_id"], r["identity"])
+    unknown = sorted(set(first) - set(q_ident))
+    if unknown:
+        raise ReidkitError(f"{submission}: query {unknown[0]!r} has no known identity in the truth given")
+    known = [q for q in first if q_ident[q] in q_gallery[q]]
+    new = [q for q in first if q_ident[q] not in q_gallery[q]]
+    report: dict[str, Any] = {"queries": len(first), "known_queries": len(known), "new_queries": len(new)}
+    acc = float(np.mean([first[q] == q_ident[q] for q in known])) if known else None
+    report["top1_known"] = acc
+    if new:
+        rate = float(np.mean([first[q] == schemas.NEW_INDIVIDUAL for q in new]))
+        report["new_individual_rate"] = rate
+        report["balanced_open_set"] = (rate + acc) / 2 if acc is not None else None
+    return report
+
+
+def format_identity_report(report: dict[str, Any]) -> str:
+    def f(v: Any) -> str:
+        return "n/a" if v is None else f"{v:.4f}"
+
+    line = f"top-1 on known individuals {f(report['top1_known'])} ({report['known_queries']} queries)"
+    if report["new_queries"]:
+        line += (f"\nnew individuals called new_individual {f(report['new_individual_rate'])} ({report['new_queries']} queries)"
+                 f"\nbalanced open-set mean {f(report['balanced_open_set'])}")
+    return line

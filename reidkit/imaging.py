@@ -1,6 +1,7 @@
 """Image decoding and the host-side resize: the one copy of preprocessing on the host.
 
-Training, the export parity gate and the runtime all call :func:`load_rgb` and
+Training, the export parity gate and the runtime all call :func:`load_rgb` (or
+:func:`decode_rgb`), which crops to the subject's bounding box when the data has one, and
 :func:`resize_to`. A different interpolation between training and inference is the first
 cause of "accuracy dropped after export" in every peer project, so the resize policy is
 stored in each checkpoint and manifest and applied only here. Everything after the resize
@@ -12,10 +13,12 @@ PIL and numpy only: this module is imported by the lean runtime.
 from __future__ import annotations
 
 import io
+import math
+import os
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -32,6 +35,34 @@ _INTERPOLATION = {
     "lanczos": Image.Resampling.LANCZOS,
     "box": Image.Resampling.BOX,
 }
+
+
+#: ``[x, y, w, h]`` in pixels of the image as displayed (EXIF orientation applied), floats allowed.
+Box = tuple[float, float, float, float]
+
+#: EXIF orientations that swap width and height when applied.
+_TRANSPOSING = frozenset({5, 6, 7, 8})
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """A photo file, or the subject inside ``bbox`` on it: what a data item hands to the
+    decoder, so a field photo is embedded as its subject rather than as the whole frame."""
+
+    path: Path
+    bbox: Box | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+        if self.bbox is not None:
+            object.__setattr__(self, "bbox", tuple(float(v) for v in self.bbox))
+
+    def __str__(self) -> str:
+        return str(self.path) if self.bbox is None else f"{self.path} bbox {format_box(self.bbox)}"
+
+
+def format_box(box: Box) -> str:
+    return "[" + ", ".join(f"{v:g}" for v in box) + "]"
 
 
 class ImageDecodeError(Exception):
@@ -91,11 +122,18 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def decode_rgb(data: bytes, name: str | Path = "<bytes>", max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+def decode_rgb(data: bytes, name: str | Path = "<bytes>", max_pixels: int = DEFAULT_MAX_PIXELS, *, box: Box | None = None,
+               min_hw: tuple[int, int] | None = None) -> Image.Image:
     """Decode encoded image bytes to an RGB PIL image with EXIF orientation applied.
 
+    With ``box``, the result is the part inside it (clipped to the image; the box is in pixels
+    of the image as displayed, so after the orientation is applied). With ``min_hw``, a JPEG
+    is decoded at the largest DCT reduction (1/2, 1/4, 1/8) that still leaves the result at
+    least that (height, width): a 12 MP frame resized to a 112x96 input does not need its
+    full-resolution IDCT, which is most of its decode time.
+
     Raises :class:`ImageDecodeError` with a readable reason for empty, truncated, non-image
-    and oversized files; never any other exception for bad data.
+    and oversized files and for boxes outside the image; never any other exception for bad data.
     """
     if not data:
         raise ImageDecodeError(name, "empty file (0 bytes)")
@@ -108,11 +146,21 @@ def decode_rgb(data: bytes, name: str | Path = "<bytes>", max_pixels: int = DEFA
                 raise ImageDecodeError(name, f"{w}x{h} pixels exceeds the limit of {max_pixels} (possible decompression bomb)")
             if w < 1 or h < 1:
                 raise ImageDecodeError(name, f"invalid size {w}x{h}")
+            shown = (h, w) if img.getexif().get(0x0112) in _TRANSPOSING else (w, h)
+            region = clip_box(box, shown) if box is not None else (0, 0, shown[0], shown[1])
+            if region is None:
+                raise ImageDecodeError(name, f"box {format_box(box)} lies outside the {shown[0]}x{shown[1]} image")  # type: ignore[arg-type]
+            scale = _draft(img, region, min_hw) if min_hw is not None else 1
             img.load()
             # In place: without an Orientation tag exif_transpose would otherwise return a copy,
             # which measured 30% of the decode time of a 470x155 JPEG.
             ImageOps.exif_transpose(img, in_place=True)
-            return to_rgb(img)
+            rgb = to_rgb(img)
+            if box is None:
+                return rgb
+            x0, y0, x1, y1 = region
+            return rgb.crop((math.floor(x0 / scale), math.floor(y0 / scale),
+                             min(rgb.width, math.ceil(x1 / scale)), min(rgb.height, math.ceil(y1 / scale))))
     except ImageDecodeError:
         raise
     except Image.UnidentifiedImageError:
@@ -124,6 +172,36 @@ def decode_rgb(data: bytes, name: str | Path = "<bytes>", max_pixels: int = DEFA
         if "truncated" in msg.lower() or "broken data stream" in msg.lower():
             msg = f"truncated or corrupt image data ({msg})"
         raise ImageDecodeError(name, msg) from None
+
+
+def clip_box(box: Box, size: tuple[int, int]) -> tuple[float, float, float, float] | None:
+    """``[x, y, w, h]`` clipped to a (width, height) image as (x0, y0, x1, y1), or None when
+    nothing of it is left (a box wholly outside, or of zero area)."""
+    x, y, bw, bh = box
+    x0, y0 = max(0.0, x), max(0.0, y)
+    x1, y1 = min(float(size[0]), x + bw), min(float(size[1]), y + bh)
+    if x1 - x0 < 1 or y1 - y0 < 1:
+        return None
+    return x0, y0, x1, y1
+
+
+def _draft(img: Image.Image, region: tuple[float, float, float, float], min_hw: tuple[int, int]) -> int:
+    """Ask the JPEG decoder for the largest reduction that leaves ``region`` (displayed pixels
+    of the full image) at least ``min_hw``; returns the reduction (1, 2, 4 or 8).
+
+    The reduction is the same along both axes, so it holds for the stored and the displayed
+    orientation alike and the region scales by it exactly."""
+    if img.format != "JPEG":
+        return 1
+    rw, rh = region[2] - region[0], region[3] - region[1]
+    s = max(min_hw[1] / rw, min_hw[0] / rh)  # the smallest scale the region may be decoded at
+    if s > 0.5:
+        return 1
+    w, h = img.size
+    got = img.draft(img.mode, (max(1, math.ceil(w * s)), max(1, math.ceil(h * s))))
+    if got is None:
+        return 1
+    return max(1, round(w / got[1][2]))
 
 
 def from_array(arr: Any, name: str = "<array>") -> Image.Image:
@@ -138,13 +216,15 @@ def from_array(arr: Any, name: str = "<array>") -> Image.Image:
     return to_rgb(Image.fromarray(np.ascontiguousarray(a)))
 
 
-def load_rgb(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Read and decode one file; see :func:`decode_rgb`."""
+def load_rgb(path: str | os.PathLike[str] | ImageRef, max_pixels: int = DEFAULT_MAX_PIXELS, *,
+             min_hw: tuple[int, int] | None = None) -> Image.Image:
+    """Read and decode one file, cropped to an :class:`ImageRef`'s box; see :func:`decode_rgb`."""
+    ref = path if isinstance(path, ImageRef) else ImageRef(Path(path))
     try:
-        data = Path(path).read_bytes()
+        data = ref.path.read_bytes()
     except OSError as exc:
-        raise ImageDecodeError(path, f"cannot read file ({exc.strerror or exc})") from None
-    return decode_rgb(data, path, max_pixels)
+        raise ImageDecodeError(ref.path, f"cannot read file ({exc.strerror or exc})") from None
+    return decode_rgb(data, str(ref), max_pixels, box=ref.bbox, min_hw=min_hw)
 
 
 def resize_to(img: Image.Image, height: int, width: int, policy: ResizePolicy) -> np.ndarray:
@@ -165,7 +245,7 @@ def resize_to(img: Image.Image, height: int, width: int, policy: ResizePolicy) -
     return arr
 
 
-def load_readable(paths: "list[Path] | tuple[Path, ...]", limit: int | None = None) -> list[Image.Image]:
+def load_readable(paths: "Sequence[Path | ImageRef]", limit: int | None = None) -> list[Image.Image]:
     """Decode up to ``limit`` of ``paths``, passing over files that are not usable images
     (for sample sets such as parity and benchmark images, where a bad file is no error)."""
     out: list[Image.Image] = []

@@ -117,3 +117,26 @@ def embedding_plots(vectors: np.ndarray, labels: Sequence[str], out_dir: Path, m
     out.append(score_plot(plt, s[same], s[~same], out_dir / "scores.png", "Scores of same- and different-identity pairs"))
     plt.close("all")
     return out
+
+
+def reliability_plot(section: Mapping[str, Any], path: Path) -> Path:
+    """Reliability diagram: observed same-individual rate against predicted P(same), per level,
+    from ``reid eval``'s calibration section (held-out points of a fit, or a judged file)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4.8, 4.4))
+    ax.plot([0, 1], [0, 1], color="#999999", lw=1, ls="--", label="perfect")
+    for source, key, ece in (("fitted", "reliability", "held_out_ece"), ("judged", "reliability", "ece")):
+        for level, info in (section.get(source) or {}).items():
+            if not isinstance(info, Mapping) or key not in info:
+                continue
+            pts = np.asarray(info[key], dtype=np.float64).reshape(-1, 3)
+            ax.plot(pts[:, 0], pts[:, 1], marker="o", label=f"{level} ({source}, ECE {info[ece]:.3f})")
+    ax.set_xlabel("predicted P(same individual)")
+    ax.set_ylabel("observed same-individual rate")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8)
+    ax.set_title("Calibration (held-out identities)")
+    out = _save(fig, Path(path))
+    plt.close("all")
+    return out

@@ -4,6 +4,7 @@ import logging
 import warnings
 
 import numpy as np
+import pytest
 
 
 def test_fp16_converter_warnings_become_one_line(tmp_path, caplog):
@@ -48,3 +49,30 @@ def test_fp16_of_a_tf_same_padding_backbone(tmp_path):
         outs.append(sess.run(None, {sess.get_inputs()[0].name: x})[0])
     cos = (outs[0] * outs[1]).sum(1) / np.linalg.norm(outs[1], axis=1)
     assert cos.min() > 0.99
+
+
+@pytest.mark.slow
+def test_fp16_lite0_casts_only_where_fp32_meets_fp16(tmp_path):
+    """Only preprocessing, GeM and the L2 norms stay fp32, chosen by node name: ReLU6 (Clip)
+    runs in fp16, so the FP16 Lite0 graph gains a handful of casts, not one pair per clip
+    (397 before the nodes were chosen by name), and still returns float32."""
+    import onnx
+    import onnxruntime as ort
+
+    from conftest import make_member
+    from reidkit.export.graph import ExportGraph
+    from reidkit.export.onnx_export import convert_fp16, export_onnx
+    from reidkit.train.checkpoint import load_member
+
+    model, _ = load_member(make_member(tmp_path / "l0.safetensors", size=(64, 56), backbone="tf_efficientnet_lite0"))
+    export_onnx(ExportGraph(model, "mean").eval(), tmp_path / "l0.onnx")
+    convert_fp16(tmp_path / "l0.onnx", tmp_path / "l0.fp16.onnx")
+    fp32, fp16 = (onnx.load(str(tmp_path / n)) for n in ("l0.onnx", "l0.fp16.onnx"))
+    own = {n.name for n in fp32.graph.node}  # the fp32 graph's own casts: scalar 'same'-padding arithmetic
+    added = [n.name for n in fp16.graph.node if n.op_type == "Cast" and n.name not in own]
+    assert len(added) <= 6, added  # measured: 4 (into the backbone, into GeM, out of GeM, into the L2 norm)
+    types = {v.name: v.type.tensor_type.elem_type for v in onnx.shape_inference.infer_shapes(fp16).graph.value_info}
+    relu6 = [n.input[0] for n in fp16.graph.node if n.op_type == "Clip" and "/act/" in n.name]
+    assert len(relu6) > 30 and {types[i] for i in relu6} == {onnx.TensorProto.FLOAT16}
+    sess = ort.InferenceSession(str(tmp_path / "l0.fp16.onnx"), providers=["CPUExecutionProvider"])
+    assert sess.get_outputs()[0].type == "tensor(float)"

@@ -85,8 +85,11 @@ def test_hostile_file_names_are_escaped_and_round_trip(tmp_path):
     page = read_page(tmp_path / "page")
     assert list(page.blocks()) == [evil, "b/q.jpg"]
     assert [c["data-candidate"] for c in page.blocks()[evil]] == ["a/1.jpg", "b/<script>g.jpg"]
-    imgs = [a for t, a in page.tags if t == "img"]
+    imgs = [a for t, a in page.tags if t == "img" and "src" in a]
     assert len(imgs) == 5 and all(a["src"].startswith("thumbs/") for a in imgs)  # no injected <img src=x>
+    assert [a.get("id") for t, a in page.tags if t == "img" and "src" not in a] == ["cmp-q", "cmp-c"]  # the side-by-side view
+    from urllib.parse import unquote  # each thumbnail links its photo for the side-by-side view, escaped and URL-quoted
+    assert unquote(imgs[0]["data-full"]).endswith("/query/" + evil) and (d / "query" / evil).is_file()
     assert [t for t, _ in page.tags].count("script") == 1  # only the page's own
     assert [c["data-correct"] for c in page.blocks()[evil]] == ["true", "false"]
 

@@ -84,11 +84,12 @@ def _image_widths(driver, url) -> list[int]:
     """naturalWidth of every image once all have loaded (lazy ones are asked for at once)."""
     driver.get(url)
     driver.execute_script("document.querySelectorAll('img').forEach(function (i) { i.loading = 'eager'; })")
-    deadline = time.time() + 30
+    deadline = time.time() + 30  # every image with a source (the side-by-side view's are empty until opened)
     while time.time() < deadline and not driver.execute_script(
-            "return Array.prototype.every.call(document.images, function (i) { return i.complete; })"):
+            "return Array.prototype.every.call(document.querySelectorAll('img[src]'), function (i) { return i.complete; })"):
         time.sleep(0.1)
-    return driver.execute_script("return Array.prototype.map.call(document.images, function (i) { return i.naturalWidth; })")
+    return driver.execute_script("return Array.prototype.map.call(document.querySelectorAll('img[src]'), "
+                                 "function (i) { return i.naturalWidth; })")
 
 
 def test_every_image_loads_and_the_page_makes_no_network_request(driver, page):
@@ -213,12 +214,12 @@ def test_decisions_by_mouse_and_keyboard_survive_a_reload_and_download_as_csv(dr
 
     click(driver, driver.find_element(By.ID, "download"))
     text = _downloaded(driver)
-    want = [["query_id", "decision", "identity_or_image"]]
+    want = [["query_id", "decision", "identity_or_image", "reviewer"]]
     for q in qs:  # file order, then rank order
         if q in (q_weird, q3):
-            want.append([q, "new_individual", ""])
+            want.append([q, "new_individual", "", ""])
         if q == q2:
-            want += [[q2, "confirm", c2a], [q2, "reject", c2b]]
+            want += [[q2, "confirm", c2a, ""], [q2, "reject", c2b, ""]]
     assert list(csv.reader(text.splitlines())) == want
     assert driver.execute_script("return window.reidkitReview.csv()") == text
 
@@ -241,7 +242,8 @@ def test_reid_infer_identity_page_opens_with_every_image_and_folder_marks(driver
     cli("reid-infer", "--model", bundle, "--query", orl_split / "query", "--gallery", orl_split / "gallery", "-o", tmp_path / "ids.csv",
         "--by", "identity", "--top-k", "5", "--review", tmp_path / "review", "--quiet")
     widths = _image_widths(driver, (tmp_path / "review" / "index.html").as_uri())
-    assert len(widths) == 10 + 10 * 5 and all(w > 0 for w in widths)
+    # each query, and each of its 5 candidate identities by its best image and two more of its 9 gallery photos
+    assert len(widths) == 10 + 10 * 5 * 3 and all(w > 0 for w in widths)
     got = driver.execute_script("""
         return Array.prototype.map.call(document.querySelectorAll('[data-query]'), function (q) {
           return [q.dataset.query, Array.prototype.map.call(q.querySelectorAll('[data-candidate]'), function (c) {
@@ -251,3 +253,92 @@ def test_reid_infer_identity_page_opens_with_every_image_and_folder_marks(driver
     for q, cands in got:
         assert 1 <= len(cands) <= 5 and len({c for c, _ in cands}) == len(cands)
         assert [m for _, m in cands] == [str(c == q.split("/")[0]).lower() for c, _ in cands]
+
+
+@pytest.fixture(scope="module")
+def field_page(tmp_path_factory, orl_split):
+    """An identity page in scenario form: JPEG photos with viewpoint, encounter and date in the
+    metadata, and calibrated identity rows (p_same)."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("field-review")
+    people = [f"s{k}" for k in range(31, 37)]
+    (root / "images").mkdir()
+    meta = [("image_id", "path", "whale_id", "viewpoint", "encounter_id", "date")]
+    for n, person in enumerate(people):
+        for i in range(1, 5):
+            iid = f"{person}_{i}"
+            Image.open(orl_split / ("query" if i == 1 else "gallery") / person / f"{i}.pgm").convert("RGB").save(root / "images" / f"{iid}.jpg")
+            meta.append((iid, f"images/{iid}.jpg", person, "left" if n % 2 else "right", f"e{n}", f"2024-06-0{1 + n % 3}"))
+    with open(root / "metadata.csv", "w", newline="") as fh:
+        csv.writer(fh).writerows(meta)
+    rng = np.random.default_rng(0)
+    rows, queries = [], [f"{p}_1" for p in people]
+    for q in queries:
+        others = [p for p in people if p != q.split("_")[0]]
+        ranked = [q.split("_")[0]] + list(rng.permutation(others)[:3])
+        for r, ident in enumerate(ranked):
+            p_same = [0.93, 0.41, 0.22, 0.08][r]
+            rows.append((q, ident, f"{0.9 - 0.1 * r:.6f}", f"{ident}_2" if ident != q.split("_")[0] else f"{ident}_3", f"{p_same:.6f}"))
+    matches = root / "ids.csv"
+    with open(matches, "w", newline="") as fh:
+        csv.writer(fh).writerows([("query_id", "identity", "score", "database_image_id", "p_same"), *rows])
+    review_cli("--matches", matches, "--metadata", root / "metadata.csv", "-o", root / "page", "--quiet")
+    return {"url": (root / "page" / "index.html").as_uri(), "rows": rows, "queries": queries, "root": root}
+
+
+def test_field_page_threshold_filters_side_by_side_and_named_newcomers(driver, field_page):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    widths = _image_widths(driver, field_page["url"])
+    assert widths and all(w > 0 for w in widths), widths  # every thumbnail, the extra images of each identity included
+    _open(driver, field_page["url"])
+    n_more = driver.execute_script("return document.querySelectorAll('img.more').length")
+    assert n_more == len(field_page["rows"]) * 2  # each candidate identity shows two more of its four photos
+    p_same = driver.execute_script("return Array.prototype.map.call(document.querySelectorAll('[data-candidate]'), "
+                                   "function (c) { return parseFloat(c.dataset.pSame); })")
+    assert sorted(p_same) == sorted(float(r[4]) for r in field_page["rows"])
+
+    def visible_candidates() -> int:
+        return driver.execute_script("return Array.prototype.filter.call(document.querySelectorAll('[data-candidate]'), "
+                                     "function (c) { return getComputedStyle(c).display !== 'none'; }).length")
+
+    assert visible_candidates() == len(field_page["rows"])
+    slider = driver.find_element(By.ID, "threshold")
+    driver.execute_script("arguments[0].value = '0.3'; arguments[0].dispatchEvent(new Event('input'));", slider)
+    assert visible_candidates() == sum(float(r[4]) >= 0.3 for r in field_page["rows"])  # P(same) decides, not the score
+    driver.execute_script("arguments[0].value = '0'; arguments[0].dispatchEvent(new Event('input'));", slider)
+
+    view = Select(driver.find_element(By.CSS_SELECTOR, 'select[data-filter="viewpoint"]'))
+    view.select_by_value("left")
+    left = {q for n, q in enumerate(field_page["queries"]) if n % 2}
+    assert _shown(driver) == left
+    view.select_by_value("")
+    assert _shown(driver) == set(field_page["queries"])
+
+    q0 = field_page["queries"][0]
+    cand = driver.find_element(By.CSS_SELECTOR, f'[data-query="{q0}"] [data-rank="1"] img.cimg')
+    click(driver, cand)
+    WebDriverWait(driver, 20).until(lambda d: d.execute_script(
+        "var q = document.getElementById('cmp-q'), c = document.getElementById('cmp-c');"
+        "return !document.getElementById('compare').hidden && q.complete && c.complete && q.naturalWidth > 0 && c.naturalWidth > 0;"))
+    srcs = driver.execute_script("return [document.getElementById('cmp-q').src, document.getElementById('cmp-c').src]")
+    assert srcs[0].endswith(f"/images/{q0}.jpg") and srcs[1].endswith(f"/images/{q0.split('_')[0]}_3.jpg")  # the photos, not thumbnails
+    driver.find_element(By.TAG_NAME, "body").send_keys("\ue00c")  # Escape
+    assert driver.execute_script("return document.getElementById('compare').hidden")
+
+    reviewer = driver.find_element(By.ID, "reviewer")
+    reviewer.send_keys("Ana Ortiz")
+    q1 = field_page["queries"][1]
+    click(driver, driver.find_element(By.CSS_SELECTOR, f'[data-query="{q1}"] button[data-act="new"]'))
+    name = driver.find_element(By.CSS_SELECTOR, f'[data-query="{q1}"] .newname')
+    name.send_keys("Nova")
+    click(driver, driver.find_element(By.CSS_SELECTOR, f'[data-query="{q0}"] [data-rank="1"] button[data-act="confirm"]'))
+    text = driver.execute_script("return window.reidkitReview.csv()")
+    assert list(csv.reader(text.splitlines())) == [["query_id", "decision", "identity_or_image", "reviewer"],
+                                                   [q0, "confirm", q0.split("_")[0], "Ana Ortiz"],
+                                                   [q1, "new_individual", "Nova", "Ana Ortiz"]]
+    driver.refresh()  # the name and the newcomer's name survive a reload
+    assert driver.find_element(By.ID, "reviewer").get_attribute("value") == "Ana Ortiz"
+    assert driver.execute_script("return window.reidkitReview.csv()") == text

@@ -34,6 +34,22 @@ def embedding_overlap(ref: np.ndarray, got: np.ndarray, k: int = 20) -> float:
     return list_overlap(top_k_lists(ref, k).tolist(), top_k_lists(got, k).tolist())
 
 
+def embedding_true_kept(ref: np.ndarray, got: np.ndarray, labels: Sequence[object], k: int = 20) -> float:
+    """The share of the true matches in ``ref``'s top-k lists that ``got``'s lists keep, each image
+    querying the others: :func:`agreement`'s ``true_matches_kept``, on embeddings with labels."""
+    k = min(k, len(ref) - 1)
+    if k < 1:
+        return float("nan")
+    lab = np.asarray([str(x) for x in labels])
+    a, b = top_k_lists(ref, k), top_k_lists(got, k)
+    true_in_a = kept = 0
+    for i, (x, y) in enumerate(zip(a, b)):
+        hits = set(x[lab[x] == lab[i]].tolist())
+        true_in_a += len(hits)
+        kept += len(hits & set(y.tolist()))
+    return kept / true_in_a if true_in_a else float("nan")
+
+
 def read_submission(path: Path) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = defaultdict(dict)
     for r in read_rows(path, MATCHES):

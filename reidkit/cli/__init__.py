@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "review": ("reidkit.cli.review", "review_cmd"),
     "bench": ("reidkit.cli.bench", "bench_cmd"),
     "synth": ("reidkit.cli.synth", "synth_cmd"),
+    "catalogue": ("reidkit.cli.catalogue", "catalogue_cmd"),
 }
 SUMMARY = {
     "train": "Train an ensemble member (timm backbone + metric head).",
@@ -31,6 +32,7 @@ SUMMARY = {
     "review": "Build the offline review page from results.",
     "bench": "Time every engine on a bundle (backends x precision x batch).",
     "synth": "Write a seeded synthetic Where's Whale-do data set.",
+    "catalogue": "A catalogue of individuals that grows with each reviewed decision.",
 }
 
 

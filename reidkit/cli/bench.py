@@ -23,6 +23,6 @@ from reidkit.runtime.backends.registry import BACKENDS
 @friendly()
 def bench_cmd(**kw: Any) -> None:
     """Benchmark backends x precision x batch: throughput, latency, memory and parity, as a report."""
-    from reidkit.bench.report import run_bench
+    from reidkit.bench.report import engine_sweep
 
-    run_bench(**kw)
+    engine_sweep(**kw)

@@ -72,8 +72,10 @@ def model_option(required: bool = True) -> F:
 quiet_option = click.option("--quiet", is_flag=True, help="No progress bar.")
 
 
-def image_sources(query_help: str = "Folder mode: the query photos (a folder, flat or one sub-folder per identity).",
-                  gallery_help: str = "Folder mode: the gallery photos (a folder; one sub-folder per identity for --by identity).") -> F:
+def image_sources(query_help: str = "Folder mode: the query photos: a folder (flat or one sub-folder per identity), a "
+                                     "metadata or wildlife-datasets CSV, or a COCO JSON; boxes in them are cropped.",
+                  gallery_help: str = "Folder mode: the gallery photos, in any layout --query takes (for --by identity: "
+                                      "one sub-folder per identity, or a CSV/JSON naming individuals).") -> F:
     """Folder mode (--query/--gallery) and Whale-do scenario mode (--scenarios/--metadata)."""
     return _stack(
         click.option("--query", type=click.Path(path_type=Path), help=query_help),
@@ -93,7 +95,8 @@ def engine_options(batch_default: int = 32) -> F:
         click.option("--backend", default="auto", type=click.Choice(CHOICES), help=backends_help()),
         click.option("--precision", default=None, type=click.Choice(PRECISIONS),
                      help="Which of the bundle's graphs runs (default: the engine's first, fp32 on CPUs). int8 is the fastest "
-                          "on CPUs, fp16 suits GPUs; TensorRT engines are always fp16."),
+                          "on CPUs, fp16 suits GPUs; TensorRT engines are always fp16. bf16 runs the fp32 graphs in bf16 "
+                          "arithmetic on OpenVINO, on CPUs with AVX512-BF16 or AMX only."),
         click.option("--batch-size", default=batch_default, type=click.IntRange(1, 4096), help="Images per engine call."),
         click.option("--workers", default=None, type=click.IntRange(1, 256),
                      help="Decode threads (default: the CPUs this process may run on, at most 8)."),

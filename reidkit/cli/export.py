@@ -48,15 +48,23 @@ D = ExportOptions()
                    "saturate, so reid export refuses it there and reid infer refuses to run it there.")
 @click.option("--int8-min-cosine", type=click.FloatRange(0, 1, min_open=True),
               help="The INT8 gate's threshold: the worst parity image's cosine to PyTorch fp32 (default: the stated tolerance). "
-                   "Lower it only after checking the INT8 rankings against fp32 on your own photos; the manifest records it.")
+                   "Lower it only after checking the INT8 rankings against fp32 on your own photos (or let --int8-labels judge "
+                   "them); the manifest records it.")
+@click.option("--int8-labels", metavar="DATA",
+              help="Labelled photos (a folder per individual, a metadata CSV or COCO JSON naming individuals, or orl:FIRST-LAST) "
+                   "on which the INT8 gate judges rankings instead of cosine: each photo queries all the others, once with "
+                   "fp32 and once with INT8, and INT8 must keep the true matches in fp32's top-20 lists and its mAP@20 "
+                   "(thresholds in the manifest). Near-tied neighbours may swap freely: that costs a reviewer nothing. "
+                   "Use photos like yours that no model trained on; a failure exits 1 and writes no bundle.")
 @click.option("--device", default=D.device, help="Where INT8 distillation trains: auto (the GPU if torch sees one), cpu, cuda.")
 @click.option("--trt", is_flag=True, help="Build FP16 TensorRT engines (needs TensorRT and an NVIDIA GPU).")
 @click.option("--mnn", is_flag=True, help="Also convert each member to MNN, a fast fp32 CPU engine "
                                          "(reid infer --backend mnn; checked by the parity gate; pip install 'reidkit[mnn]').")
 @click.option("--workspace-gb", default=D.workspace_gb, type=float, help="TensorRT builder workspace.")
 @click.option("--timing-cache", type=click.Path(dir_okay=False, path_type=Path), help="TensorRT timing cache to read and update.")
-@click.option("--parity-images", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="Your photos for the parity gate (up to 32) and the INT8 calibration (up to 128); default: ORL faces + synthetic whales.")
+@click.option("--parity-images", type=click.Path(exists=True, path_type=Path),
+              help="Your photos for the parity gate (up to 32) and the INT8 calibration (up to 128): a folder, or a metadata "
+                   "CSV or COCO JSON whose boxes are cropped as in training; default: ORL faces + synthetic whales.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing bundle (only once the new one passed).")
 @friendly()
 def export_cmd(members: tuple[str, ...], out: Path, **kw: Any) -> None:

@@ -18,6 +18,8 @@ from reidkit.cli.common import CONTEXT, engine_options, friendly, image_sources,
 @click.command("infer", context_settings=CONTEXT)
 @model_option()
 @image_sources()
+@click.option("--coco-identity", metavar="KEY",
+              help="COCO JSON --query/--gallery: the annotation key that names the individual (default: identity, else name).")
 @click.option("-o", "--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Output CSV: query_id,database_image_id,score (or the --by identity columns).")
 @click.option("--top-k", default=20, type=click.IntRange(1, 10_000), help="Rows per query (scenario mode: at most 20).")
@@ -49,14 +51,26 @@ from reidkit.cli.common import CONTEXT, engine_options, friendly, image_sources,
                    "Needs a folder-per-identity --gallery, or metadata whale_id in scenario mode.")
 @click.option("--aggregate", default="max", type=click.Choice(["max", "mean-top2"]),
               help="With --by identity: an identity's score is its best image (max) or the mean of its two best (mean-top2).")
+@click.option("--calibration", type=click.Path(dir_okay=False, path_type=Path),
+              help="A `reid eval --calibrate` file: adds p_same, the probability that each row is the query's individual.")
+@click.option("--new-individual", type=float, default=None,
+              help="With --by identity: insert a new_individual row in each ranking where this threshold falls: a p_same "
+                   "with --calibration, else a score in [0, 1]. A first row new_individual means 'none of these'.")
 @click.option("--review", type=click.Path(file_okay=False, path_type=Path), help="Also write the review page here (DIR/index.html; see reid review).")
 @labels_option
 @friendly("Finished batches are in the --cache file, if you gave one: rerun the same command to resume.")
 def infer_cmd(quiet: bool, strict: bool, **kw: Any) -> None:
     """Rank gallery images for each query with a bundle: folder mode or Whale-do scenario mode.
 
+    --query and --gallery each take a folder (flat, or one sub-folder per identity), a metadata CSV
+    (image_id,path[,identity|whale_id][,bbox]...), a wildlife-datasets CSV (identity,path[,bbox]...) or a
+    COCO JSON (one subject per annotation with a bbox). Boxes are cropped before embedding; rows with an
+    unusable box are reported and skipped. The wildlife-datasets identity 'unknown' is never ranked as an
+    individual.
+
     \b
     Folder mode:   reid infer --model BUNDLE --query DIR --gallery DIR -o results.csv
+    Field photos:  reid infer --model BUNDLE --query new.csv --gallery catalogue.json -o results.csv
     Scenario mode: reid infer --model BUNDLE --scenarios query_scenarios.csv --metadata metadata.csv -o submission.csv
     Individuals:   reid infer --model BUNDLE --query DIR --gallery IDENTITY_DIRS --by identity -o ids.csv --review review/
     """

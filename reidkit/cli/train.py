@@ -13,8 +13,9 @@ from reidkit.train.defaults import DEFAULTS as D
 
 
 @click.command("train", context_settings=CONTEXT)
-@click.option("--data", help="Training data: 'orl' (the ORL faces, or some of them: orl:1-30, orl:1-10,21-30), a metadata CSV, "
-                             "or a folder with one sub-folder per identity.")
+@click.option("--data", help="Training data: 'orl' (the ORL faces, or some of them: orl:1-30, orl:1-10,21-30), a metadata or "
+                             "wildlife-datasets CSV, a COCO JSON, or a folder with one sub-folder per identity. Boxes are cropped; "
+                             "images of no known individual (e.g. identity 'unknown') are left out.")
 @click.option("--config", "config", type=click.Path(dir_okay=False, path_type=Path), help="Ensemble .toml: train several members in one go.")
 @click.option("--backbone", default=D["backbone"], help="Any timm model name.")
 @click.option("--image-size", default=D["image_size"], help="Member input HxW.")
@@ -31,7 +32,8 @@ from reidkit.train.defaults import DEFAULTS as D
               help="Which epoch the checkpoint keeps. last: the final one. best: the epoch with the highest validation mAP@20; "
                    "on a small validation set the best epoch is partly chosen by chance, so use it only when the validation "
                    "set is large enough to trust.")
-@click.option("--head", "head_kind", default=D["head_kind"], type=click.Choice(["subcenter_arcface", "arcface", "cosface"]))
+@click.option("--head", "head_kind", default=D["head_kind"], type=click.Choice(["subcenter_arcface", "arcface", "cosface", "none"]),
+              help="The margin head (a classifier over the training identities); none: train on --metric-loss alone.")
 @click.option("--subcenters", default=D["subcenters"], type=int, help="K sub-centres per class.")
 @click.option("--scale", default=D["scale"], type=float, help="Logit scale s.")
 @click.option("--margin", default=D["margin"], type=float, help="Fixed margin (arcface/cosface).")
@@ -41,6 +43,17 @@ from reidkit.train.defaults import DEFAULTS as D
 @click.option("--loss", default=D["loss"], type=click.Choice(["ce", "focal"]), help="The classification loss on the head's logits.")
 @click.option("--focal-gamma", default=D["focal_gamma"], type=float)
 @click.option("--label-smoothing", default=D["label_smoothing"], type=float)
+@click.option("--metric-loss", default=D["metric_loss"], metavar="NAME",
+              help="A pair loss from pytorch-metric-learning on the batch's embeddings, added to the head's loss: none, circle "
+                   "(CircleLoss), triplet (TripletMarginLoss with a semi-hard TripletMarginMiner) or multisimilarity "
+                   "(MultiSimilarityLoss with its MultiSimilarityMiner). Batches then hold --samples-per-identity images of "
+                   "each of batch-size/K people, so every image has positives to compare with.")
+@click.option("--metric-weight", default=D["metric_weight"], type=float, help="Weight of the metric loss in the sum.")
+@click.option("--metric-param", "metric_params", multiple=True, metavar="KEY=VALUE",
+              help="A parameter of the metric loss, by the library's keyword name (repeatable), e.g. m=0.25, gamma=256, "
+                   "margin=0.1; miner_ sends it to the miner (miner_type_of_triplets=hard, miner_epsilon=0.2).")
+@click.option("--samples-per-identity", default=D["samples_per_identity"], type=int,
+              help="K images per person in each batch when a metric loss is on (pytorch-metric-learning's MPerClassSampler).")
 @click.option("--lr", default=D["lr"], type=float, help="Backbone learning rate.")
 @click.option("--head-lr", default=D["head_lr"], type=float, help="Pooling/neck/head learning rate.")
 @click.option("--warmup-epochs", default=D["warmup_epochs"], type=float)

@@ -1,18 +1,22 @@
 """One ``--data`` argument for every kind of labelled source.
 
-``orl`` (the ORL faces, optionally ``orl:1-30`` or ``orl:1-10,21-30``), a ``metadata.csv`` (or a folder holding
-one), or a folder-per-identity tree.
+``orl`` (the ORL faces, optionally ``orl:1-30`` or ``orl:1-10,21-30``), a metadata or wildlife-datasets CSV (or
+a folder holding a ``metadata.csv``), a COCO JSON, or a folder-per-identity tree.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from reidkit.data.folders import read_identity_folders
 from reidkit.data.orl import read_orl
 from reidkit.data.samples import Sample
-from reidkit.data.whaledo import read_metadata
+from reidkit.data import schemas
+from reidkit.data.items import read_items, report_problems
 from reidkit.errors import ReidkitError
+
+log = logging.getLogger("reidkit")
 
 
 def orl_people(spec: str) -> list[int]:
@@ -34,14 +38,25 @@ def orl_people(spec: str) -> list[int]:
     return people
 
 
-def read_labelled(data: str | Path) -> list[Sample]:
+def read_labelled(data: str | Path, coco_identity: str | None = None) -> list[Sample]:
+    """Identified samples from any layout :func:`reidkit.data.items.read_items` reads; images of
+    no known individual (no label, or the wildlife-datasets ``unknown``) never train."""
     s = str(data)
     if s == "orl" or s.startswith("orl:"):
         people = orl_people(s[4:]) if s.startswith("orl:") else None
         return read_orl(people)
     p = Path(s)
-    if p.is_file() and p.suffix.lower() == ".csv":
-        return read_metadata(p).samples()
     if p.is_dir() and (p / "metadata.csv").is_file():
-        return read_metadata(p / "metadata.csv").samples()
-    return read_identity_folders(p)
+        p = p / "metadata.csv"
+    if p.is_dir():
+        return read_identity_folders(p)
+    found = read_items(p, coco_identity)
+    report_problems(found.problems)
+    kept = found.identified()
+    if not kept:
+        raise ReidkitError(f"{p} names no individuals; training and evaluation need the identity of each image "
+                           f"(a {' or '.join(schemas.METADATA_IDENTITY)} column, or the annotations' individual)")
+    if len(kept) < len(found.items):
+        log.warning("left out %d of %d images of %s that name no individual (no label, or %r)", len(found.items) - len(kept),
+                    len(found.items), p, schemas.UNKNOWN_IDENTITY)
+    return [Sample(it.path, it.identity, it.extra.get("viewpoint"), it.id, it.bbox) for it in kept if it.identity is not None]

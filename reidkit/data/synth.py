@@ -11,13 +11,14 @@ trained model beats an untrained one.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from reidkit.atomic import atomic_dir
+from reidkit.atomic import atomic_dir, atomic_write
 from reidkit.data.csvio import write_rows
 from reidkit.errors import ReidkitError
 from reidkit.data import schemas
@@ -91,8 +92,13 @@ def _sightings(n_images: int, n_ids: int, rng: np.random.Generator) -> np.ndarra
 
 
 def generate(out_dir: str | Path, n_images: int = 500, n_identities: int = 50, seed: int = 0, n_scenarios: int = 10,
-             overwrite: bool = False, progress: bool = True) -> Path:
-    """Write the data set to ``out_dir`` (atomically: it appears complete or not at all)."""
+             overwrite: bool = False, progress: bool = True, camera: tuple[int, int] | None = None) -> Path:
+    """Write the data set to ``out_dir`` (atomically: it appears complete or not at all).
+
+    With ``camera`` (width, height), each whale is placed at a random box on a frame of that
+    size, as field photos are: metadata.csv gets a bbox column and ``annotations.json`` holds
+    the same boxes as COCO, so every reader and the crop path can be tried on camera-size files.
+    """
     from reidkit.progress import progress_bar
 
     rng = np.random.default_rng(seed)
@@ -113,12 +119,49 @@ def generate(out_dir: str | Path, n_images: int = 500, n_identities: int = 50, s
             if viewpoints[i] == "right":
                 img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
             rel = f"images/{image_ids[i]}.jpg"
+            box: tuple[int, int, int, int] | None = None
+            if camera is not None:
+                img, box = paste_subject(img, camera, img_rng)
             img.save(tmp / rel, quality=90)
             day = int(img_rng.integers(0, 365 * 3))
-            meta.append((image_ids[i], rel, viewpoints[i], f"whale{k:04d}", str(np.datetime64("2017-01-01") + day), f"enc{k:04d}_{day // 30}"))
-        write_rows(tmp / "metadata.csv", ["image_id", "path", "viewpoint", "whale_id", "date", "encounter_id"], meta)
+            meta.append((image_ids[i], rel, viewpoints[i], f"whale{k:04d}", str(np.datetime64("2017-01-01") + day), f"enc{k:04d}_{day // 30}")
+                        + ((json.dumps(list(box)),) if box is not None else ()))
+        write_rows(tmp / "metadata.csv", ["image_id", "path", "viewpoint", "whale_id", "date", "encounter_id"]
+                   + ([schemas.BBOX] if camera is not None else []), meta)
+        if camera is not None:
+            _write_coco(tmp / "annotations.json", meta, camera)
         _scenarios(tmp, image_ids, ids, viewpoints, n_scenarios, rng)
     return out_dir
+
+
+def paste_subject(subject: Image.Image, frame_size: tuple[int, int], rng: np.random.Generator,
+                  fraction: tuple[float, float] = (0.25, 0.6)) -> tuple[Image.Image, tuple[int, int, int, int]]:
+    """``subject`` scaled to fill ``fraction`` of a (width, height) frame and placed at a random
+    spot on a textured background; returns the frame and the subject's box ``(x, y, w, h)``."""
+    fw, fh = frame_size
+    scale = rng.uniform(*fraction) * min(fw / subject.width, fh / subject.height)
+    sw, sh = max(1, min(fw, round(subject.width * scale))), max(1, min(fh, round(subject.height * scale)))
+    x, y = int(rng.integers(0, fw - sw + 1)), int(rng.integers(0, fh - sh + 1))
+    # texture at a quarter of the resolution, so the JPEG has detail to decode as a real photo does
+    tw, th = max(1, fw // 4), max(1, fh // 4)
+    base = rng.uniform(40, 200, 3) + rng.normal(0, 25, (th, tw, 3)).cumsum(axis=1) / np.sqrt(np.arange(1, tw + 1))[None, :, None]
+    noise = np.clip(base + rng.normal(0, 12, (th, tw, 3)), 0, 255).astype(np.uint8)
+    frame = Image.fromarray(noise).resize((fw, fh), Image.Resampling.BILINEAR)
+    frame.paste(subject.convert("RGB").resize((sw, sh), Image.Resampling.BICUBIC), (x, y))
+    return frame, (x, y, sw, sh)
+
+
+def _write_coco(path: Path, meta: list[tuple[str, ...]], size: tuple[int, int]) -> None:
+    """The boxes of metadata.csv as COCO: one image and one annotation per row, the whale as ``identity``."""
+    images, annotations = [], []
+    for n, row in enumerate(meta, start=1):
+        image_id, rel, viewpoint, whale = row[:4]
+        images.append({"id": n, "file_name": rel, "width": size[0], "height": size[1]})
+        annotations.append({"id": n, "image_id": n, "category_id": 1, "bbox": json.loads(row[-1]), "identity": whale,
+                            "viewpoint": viewpoint, "image_name": image_id})
+    doc = {"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "whale"}]}
+    with atomic_write(path, "w", encoding="utf-8") as fh:
+        json.dump(doc, fh)
 
 
 def _scenarios(root: Path, image_ids: list[str], ids: np.ndarray, viewpoints: list[str], n_scen: int, rng: np.random.Generator) -> None:

@@ -21,6 +21,8 @@ class Metadata:
     paths: dict[str, Path]
     whale_id: dict[str, str] = field(default_factory=dict)
     viewpoint: dict[str, str] = field(default_factory=dict)
+    bbox: dict[str, tuple[float, float, float, float]] = field(default_factory=dict)  # the subject's box, where a row has one
+    bad_boxes: dict[str, tuple[str, str]] = field(default_factory=dict)  # image id -> (file and line, reason): never embedded
 
     def samples(self) -> list[Sample]:
         if not self.whale_id:
@@ -40,11 +42,16 @@ def read_metadata(path: str | Path) -> Metadata:
     rows = read_rows(path, schemas.METADATA)
     if not rows:
         raise ReidkitError(f"{path} has a header but no rows; it lists no images")
+    from reidkit.data.items import parse_bbox
+
     root = path.parent
     ids: list[str] = []
     paths: dict[str, Path] = {}
     whale: dict[str, str] = {}
     view: dict[str, str] = {}
+    boxes: dict[str, tuple[float, float, float, float]] = {}
+    bad: dict[str, tuple[str, str]] = {}
+    ident_col = next((c for c in schemas.METADATA_IDENTITY if c in rows[0]), "whale_id")
     for n, r in enumerate(rows, start=2):
         iid = r["image_id"]
         if not iid:
@@ -53,14 +60,21 @@ def read_metadata(path: str | Path) -> Metadata:
             raise ReidkitError(f"{path}, line {n}: duplicate image_id {iid!r}")
         paths[iid] = safe_join(root, r["path"], source=f"{path}, line {n}")
         ids.append(iid)
-        if r.get("whale_id"):
-            whale[iid] = r["whale_id"]
+        if r.get(ident_col):
+            whale[iid] = r[ident_col]
+        try:
+            box = parse_bbox(r.get(schemas.BBOX, ""))
+        except ValueError as exc:
+            bad[iid] = (f"{path}, line {n}", str(exc))
+        else:
+            if box is not None:
+                boxes[iid] = box
         if r.get("viewpoint"):
             view[iid] = r["viewpoint"]
     if whale and len(whale) != len(ids):
         missing = next(i for i in ids if i not in whale)
         raise ReidkitError(f"{path}: image {missing!r} has no whale_id while others do; fill it in or drop the column")
-    return Metadata(path=path, image_ids=ids, paths=paths, whale_id=whale, viewpoint=view)
+    return Metadata(path=path, image_ids=ids, paths=paths, whale_id=whale, viewpoint=view, bbox=boxes, bad_boxes=bad)
 
 
 def read_scenarios(path: str | Path, known_images: set[str] | None = None) -> list[Scenario]:

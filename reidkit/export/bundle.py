@@ -20,13 +20,14 @@ from reidkit import __version__
 from reidkit.atomic import atomic_dir
 from reidkit.ensemble import EnsembleEntry
 from reidkit.errors import ParityError, ReidkitError
-from reidkit.export.parity import (TOLERANCES, batch_for, calibration_images, compare, distillation_images, format_table,
-                                   parity_images)
+from reidkit.export.parity import (TOLERANCES, LabelledSet, RankingResult, batch_for, calibration_images, compare, distillation_images,
+                                   format_ranking_table, format_table, labelled_images, parity_images, rank_compare)
 from reidkit.hashing import sha256_file
 from reidkit.imaging import ResizePolicy
-from reidkit.runtime.bundle_format import ARTEFACTS, DEFAULT_INT8_SCHEME, INT8_SCHEMES, FileRef, Manifest, MemberRecord, Tolerance
+from reidkit.runtime.bundle_format import (ARTEFACTS, DEFAULT_INT8_SCHEME, INT8_RANKING, INT8_SCHEMES, FileRef, Manifest, MemberRecord,
+                                           Tolerance)
 
-from reidkit.export.options import INT8_KEEP_FP32, INT8_METHODS, ExportOptions
+from reidkit.export.options import INT8_KEEP_FP32, INT8_LABELS_LIMIT, INT8_METHODS, ExportOptions
 
 log = logging.getLogger("reidkit")
 def gate_tolerances(opts: ExportOptions) -> dict[str, Tolerance]:
@@ -43,9 +44,23 @@ def gate_tolerances(opts: ExportOptions) -> dict[str, Tolerance]:
         raise ReidkitError(f"--int8-min-cosine {opts.int8_min_cosine}: give a cosine in (0, 1], e.g. 0.985")
     if opts.int8_min_cosine < TOLERANCES["int8"].min_cosine:
         log.warning("INT8 gate lowered to min cosine %g (default %g): the INT8 embeddings may move more than reidkit vouches for; "
-                    "compare the INT8 and fp32 rankings on your own photos before you rely on them",
+                    "compare the INT8 and fp32 rankings on your own photos before you rely on them (--int8-labels judges by them)",
                     opts.int8_min_cosine, TOLERANCES["int8"].min_cosine)
     return {**TOLERANCES, "int8": Tolerance(min_cosine=opts.int8_min_cosine)}
+
+
+def check_ranking_gate(opts: ExportOptions) -> None:
+    """Refuse, before any work, a ``--int8-labels`` that could not judge this export."""
+    if opts.int8_labels is None:
+        return
+    if not opts.int8:
+        raise ReidkitError("--int8-labels sets how the INT8 gate judges; it needs --int8")
+    if opts.int8_min_cosine is not None:
+        raise ReidkitError("--int8-labels and --int8-min-cosine both set the INT8 gate: with labelled photos it judges "
+                           "rankings, not cosine; give one of them")
+    if opts.int8_images is not None and Path(opts.int8_labels).resolve() == Path(opts.int8_images).resolve():
+        raise ReidkitError(f"--int8-labels {opts.int8_labels} is also --int8-images: the gate must judge images the INT8 "
+                           "model did not train on; give two folders")
 
 
 def _member_names(entries: Sequence[EnsembleEntry]) -> list[str]:
@@ -65,7 +80,9 @@ def _run_artefact(kind: str, path: Path, batch: np.ndarray) -> np.ndarray:
 
     fmt = ARTEFACTS[kind].fmt
     spec = get_backend("ort-cpu" if fmt == "onnx" else fmt)
-    return spec.load_class()(path, **spec.options).run(batch)
+    engine = spec.load_class()(path, **spec.options)
+    chunk = 64  # the ranking gate's labelled photos can number thousands
+    return np.concatenate([engine.run(batch[i:i + chunk]) for i in range(0, len(batch), chunk)])
 
 
 def _make_fp16(src: Path, dst: Path, ctx: dict[str, Any]) -> None:
@@ -142,6 +159,7 @@ def export_bundle(entries: Sequence[EnsembleEntry], out_dir: str | Path, opts: E
 
         require_mnn()
     extra = [k for k in MAKERS if getattr(opts, k)]
+    check_ranking_gate(opts)
     tolerances = gate_tolerances(opts)
     images = parity_images(opts.parity_images)
     if opts.int8_method not in INT8_METHODS:
@@ -153,6 +171,7 @@ def export_bundle(entries: Sequence[EnsembleEntry], out_dir: str | Path, opts: E
     if opts.int8_cache is not None and opts.int8_method != "distil":
         raise ReidkitError("--int8-cache applies to --int8-method distil only (post-training INT8 takes seconds)")
     check_int8_scheme(opts)
+    labelled: LabelledSet | None = labelled_images(opts.int8_labels, INT8_LABELS_LIMIT) if opts.int8_labels is not None else None
     if opts.int8_method == "distil" and opts.int8:
         calibration = distillation_images(opts.int8_images, opts.parity_images)
     else:
@@ -161,6 +180,8 @@ def export_bundle(entries: Sequence[EnsembleEntry], out_dir: str | Path, opts: E
     out_dir = Path(out_dir)
     members: list[MemberRecord] = []
     results = []
+    ranked: list[RankingResult] = []
+    embedded: list[tuple[np.ndarray, np.ndarray, float]] = []  # per member: fp32 and INT8 embeddings of the labelled photos, weight
     with atomic_dir(out_dir, overwrite=opts.overwrite) as tmp:
         for entry, name in zip(entries, _member_names(entries)):
             model, doc = load_member(entry.checkpoint)
@@ -184,17 +205,32 @@ def export_bundle(entries: Sequence[EnsembleEntry], out_dir: str | Path, opts: E
                 art = ARTEFACTS[kind]
                 path = tmp / art.filename(name)
                 MAKERS[kind](onnx_path, path, ctx)
-                member_results.append(compare(name, f"{art.fmt}-{art.precision}", ref, _run_artefact(kind, path, batch),
-                                              tolerances[art.precision]))
+                variant = f"{art.fmt}-{art.precision}"
+                result = compare(name, variant, ref, _run_artefact(kind, path, batch), tolerances[art.precision])
+                if kind == "int8" and labelled is not None:  # judged by the rankings it gives, its cosine shown for the reader
+                    result.gating = False
+                    stack = batch_for(labelled.images, h, w, policy)
+                    embedded.append((_run_artefact("fp32", onnx_path, stack), _run_artefact(kind, path, stack), entry.weight))
+                    ranked.append(rank_compare(name, variant, embedded[-1][0], embedded[-1][1], labelled.labels, INT8_RANKING))
+                member_results.append(result)
                 rec.files[kind] = FileRef(path.name, sha256_file(path))
             rec.parity = [r.to_dict() for r in member_results]
             members.append(rec)
             results.extend(member_results)
+        if labelled is not None and len(embedded) > 1:  # what a user ranks with: the fused ensemble
+            from reidkit.runtime.members import fuse
+
+            weights = [w for _, _, w in embedded]
+            ranked.append(rank_compare("ensemble", "onnx-int8", fuse([e[0] for e in embedded], weights),
+                                       fuse([e[1] for e in embedded], weights), labelled.labels, INT8_RANKING))
         table = format_table(results)
         print(table)
-        failed = [r for r in results if not r.passed]
+        if ranked:
+            print(format_ranking_table(ranked))
+        failed = [f"{r.member} ({r.variant})" for r in results if r.gating and not r.passed]
+        failed += [f"{r.member} ({r.variant} ranking)" for r in ranked if not r.passed]
         if failed:
-            raise ParityError(f"parity gate failed for {', '.join(f'{r.member} ({r.variant})' for r in failed)}; no bundle was written")
+            raise ParityError(f"parity gate failed for {', '.join(failed)}; no bundle was written")
         manifest = Manifest(
             members=members,
             fusion={"flip": opts.flip, "members": "concat", "normalize": True},
@@ -202,7 +238,9 @@ def export_bundle(entries: Sequence[EnsembleEntry], out_dir: str | Path, opts: E
                     **({"int8_calibration_images": len(calibration), "int8_method": opts.int8_method,
                         "int8_scheme": opts.int8_scheme} if opts.int8 else {}),
                     **({"int8_distil": _distil_recipe(opts)} if opts.int8 and opts.int8_method == "distil" else {}),
-                    "tolerances": {p: asdict(t) for p, t in tolerances.items()}},
+                    **({"int8_ranking": _ranking_record(labelled, ranked)} if labelled is not None else {}),
+                    "tolerances": {**{p: asdict(t) for p, t in tolerances.items()},
+                                   **({"int8_ranking": asdict(INT8_RANKING)} if labelled is not None else {})}},
             tools=_tool_versions(),
             created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         )
@@ -212,6 +250,13 @@ def export_bundle(entries: Sequence[EnsembleEntry], out_dir: str | Path, opts: E
             manifest.engines = build_bundle_engines(tmp, manifest, opts, images)
         manifest.write(tmp)
     return manifest.to_dict()
+
+
+def _ranking_record(labelled: LabelledSet, ranked: Sequence[RankingResult]) -> dict[str, Any]:
+    """What the manifest keeps of the ranking gate: the photos it ranked and each row it judged."""
+    return {"labels": labelled.source, "images": len(labelled.images), "identities": labelled.n_identities,
+            "gate": "INT8 judged by its rankings on these labelled photos; its cosine rows are shown only",
+            "results": [r.to_dict() for r in ranked]}
 
 
 def check_int8_scheme(opts: ExportOptions) -> None:

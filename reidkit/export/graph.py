@@ -14,6 +14,13 @@ from torch import nn
 from reidkit.train.model import EmbeddingModel
 
 FLIP_MODES = ("mean", "concat", "none")
+# Where the exported graph must compute in fp32, by the ONNX node names that the module tree
+# gives at export (``/<attribute>/...``): the uint8 cast and mean/std (cheap, and exact in
+# fp32), GeM pooling (x^p overflows fp16's 65504) and the L2 normalisations with the flip
+# fusion between them (fp16 would lose the norm's last digits). The FP16 conversion keeps
+# these and nothing else in fp32, so the backbone (ReLU6 clips included) runs in fp16 with
+# a cast only where the two meet.
+FP32_SCOPES = ("/preprocess/", "/net/pools.", "/fuse/")
 
 
 class ExportGraph(nn.Module):
@@ -24,6 +31,7 @@ class ExportGraph(nn.Module):
         self.preprocess = model.preprocess
         self.net = model.net
         self.flip = flip
+        self.fuse = FlipFusion(flip, model.net.cfg.embedding_dim)
 
     @property
     def output_dim(self) -> int:
@@ -32,10 +40,27 @@ class ExportGraph(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = self.preprocess(images)
+        if self.flip != "none":
+            x = torch.cat([x, x.flip(3)], dim=0)
+        return self.fuse(self.net(x))
+
+
+class FlipFusion(nn.Module):
+    """Per-image L2 normalisation, then the flipped pair fused and normalised again.
+
+    A module of its own so that its exported nodes are named ``/fuse/...`` (see FP32_SCOPES).
+    """
+
+    def __init__(self, flip: str, dim: int) -> None:
+        super().__init__()
+        self.flip = flip
+        self.dim = dim
+
+    def forward(self, e: torch.Tensor) -> torch.Tensor:
+        e = F.normalize(e, dim=1)
         if self.flip == "none":
-            return F.normalize(self.net(x), dim=1)
-        e = F.normalize(self.net(torch.cat([x, x.flip(3)], dim=0)), dim=1)
-        pair = e.reshape(2, -1, self.net.cfg.embedding_dim)
+            return e
+        pair = e.reshape(2, -1, self.dim)
         if self.flip == "mean":
             fused = pair[0] + pair[1]
         else:

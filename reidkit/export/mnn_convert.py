@@ -5,7 +5,7 @@ run their convolutions near this CPU's measured SGEMM peak; MNN's 3x3 convolutio
 Winograd transforms, which do fewer multiplications for the same result (to ~1e-7 in
 cosine), so it runs the same ensemble ~1.2-1.4x faster than onnxruntime on 2 AVX2 cores.
 
-Two things about MNN this module works around, both measured:
+Three things about MNN this module works around, all measured:
 
 - MNN's converter mishandles a negative-step ``Slice`` (our in-graph flip) followed by the
   batch ``Concat``: the embeddings came out at cosine 0.77 against onnxruntime. The graph
@@ -16,6 +16,11 @@ Two things about MNN this module works around, both measured:
   server when imported. reidkit never imports them: it calls the converter's compiled
   entry point (``_tools.mnnconvert``) in a child process, which also keeps the
   converter's console chatter and any crash out of the export process.
+- MNN's converter fuses the exact GELU that torch exports (``x * (1 + erf(x / sqrt 2)) * 0.5``)
+  into its own GELU operator, which computes the tanh approximation: up to 5e-4 off per
+  value, enough to fail the fp32 gate on MaxViT-class backbones. MNN's ``Erf`` itself is
+  exact, so the graph handed to the converter multiplies in another order
+  (``x * ((1 + erf(...)) * 0.5)``), which the fusion does not match, and the exact GELU runs.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -89,6 +95,49 @@ def flip_as_gather(src: str | Path, dst: str | Path) -> int:
     return replaced
 
 
+def exact_gelu(src: str | Path, dst: str | Path) -> int:
+    """Copy an ONNX model with each exact GELU's tail ``(x * (1 + erf(x / sqrt 2))) * 0.5``
+    reordered to ``x * ((1 + erf(x / sqrt 2)) * 0.5)``, a form MNN's GELU fusion does not match;
+    returns how many were reordered."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(src))
+    g = model.graph
+    consts = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+    for n in g.node:
+        if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
+            consts[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
+    readers: dict[str, list[Any]] = {}
+    for n in g.node:
+        for i in n.input:
+            readers.setdefault(i, []).append(n)
+
+    def only_reader(name: str, op: str) -> Any:
+        r = readers.get(name, [])
+        return r[0] if len(r) == 1 and r[0].op_type == op else None
+
+    reordered = 0
+    for erf in [n for n in g.node if n.op_type == "Erf"]:
+        add = only_reader(erf.output[0], "Add")
+        mul = only_reader(add.output[0], "Mul") if add is not None else None
+        half = only_reader(mul.output[0], "Mul") if mul is not None else None
+        if half is None:
+            continue
+        x = next((i for i in mul.input if i != add.output[0]), None)
+        c = next((i for i in half.input if i != mul.output[0]), None)
+        if x is None or c not in consts:
+            continue
+        name = f"{half.output[0]}_factor"  # an initializer: readable wherever the node now sits
+        g.initializer.append(numpy_helper.from_array(consts[c], name=name))
+        mul.input[:] = [add.output[0], name]  # (1 + erf) * 0.5
+        half.input[:] = [x, mul.output[0]]  # x * that
+        reordered += 1
+    onnx.checker.check_model(model)
+    onnx.save(model, str(dst))
+    return reordered
+
+
 def convert_mnn(onnx_path: str | Path, mnn_path: str | Path, timeout_s: float = 600.0) -> None:
     """Convert one member's fp32 ONNX to an MNN model file (see the module docstring)."""
     require_mnn()
@@ -96,6 +145,7 @@ def convert_mnn(onnx_path: str | Path, mnn_path: str | Path, timeout_s: float = 
     with tempfile.TemporaryDirectory(prefix="reidkit-mnn-") as tmp:
         src = Path(tmp) / "model.onnx"
         flip_as_gather(onnx_path, src)
+        exact_gelu(src, src)
         argv = ["mnnconvert", "-f", "ONNX", "--modelFile", str(src), "--MNNModel", str(mnn_path), "--bizCode", "reidkit"]
         code = "import sys, _tools; _tools.mnnconvert(sys.argv[1:])"
         try:

@@ -58,20 +58,23 @@ def _check_io(model, path: str | Path, h: int, w: int, dim: int) -> None:
 def convert_fp16(src: str | Path, dst: str | Path) -> None:
     """FP16 weights and math with the IO types kept (uint8 in, float32 out).
 
-    onnxconverter-common does the conversion; the L2 norms and the GeM power stay in fp32,
-    where fp16 would overflow (x^p) or lose the last digits of the norm.
+    onnxconverter-common does the conversion. The nodes named by ``graph.FP32_SCOPES`` (the
+    preprocessing, GeM and the L2 normalisations) and the scalar shape arithmetic stay fp32,
+    by name, so every other node, ReLU6's Clip included, runs in fp16. Blocking ops by type
+    instead kept each of EfficientNet-Lite's ReLU6 clips in fp32, with two casts around each:
+    hundreds of casts that made the FP16 graph slower than fp32 on GPUs.
     """
     import onnx
     from onnxconverter_common import float16
 
+    from reidkit.export.graph import FP32_SCOPES
+
     model = onnx.load(str(src))
-    # the uint8->float preprocessing stays fp32 too: it is cheap, and the converter mistypes
-    # the Cast of a non-float input
-    pre = [n.name for n in model.graph.node if n.name.startswith("/preprocess/")] + shape_math_nodes(model)
+    original = {n.name for n in model.graph.node}
+    keep = [n.name for n in model.graph.node if n.name.startswith(FP32_SCOPES)] + shape_math_nodes(model)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        fp16 = float16.convert_float_to_float16(model, keep_io_types=True, node_block_list=pre,
-                                                op_block_list=["Pow", "ReduceL2", "ReduceMean", "Div", "Clip", "Max"])
+        fp16 = float16.convert_float_to_float16(model, keep_io_types=True, node_block_list=keep)
     # The converter warns once per weight tensor with values beyond fp16's range (typically tiny
     # weights flushed to fp16's smallest normal): dozens of lines that the parity gate, not the
     # reader, judges. One line says how many.
@@ -79,9 +82,73 @@ def convert_fp16(src: str | Path, dst: str | Path) -> None:
         first = str(caught[0].message).splitlines()[0][:120]
         log.info("FP16 conversion of %s: %d converter warnings (values outside fp16's range clamped; e.g. %s); "
                  "the parity gate checks the result", Path(src).name, len(caught), first)
+    _tidy_casts(fp16.graph, original)
+    for out, was in zip(fp16.graph.output, model.graph.output):
+        if out.type.tensor_type.elem_type != was.type.tensor_type.elem_type:
+            raise ReidkitError(f"FP16 conversion of {src} changed output {out.name}'s type; the graph's output must stay float32")
     del fp16.graph.value_info[:]  # stale fp32 shape annotations; the checker re-infers them
     onnx.checker.check_model(fp16, full_check=True)
     onnx.save(fp16, str(dst))
+
+
+def _tidy_casts(graph, original: set[str]) -> None:  # type: ignore[no-untyped-def]
+    """Remove the converter's needless casts (those it inserted, never the graph's own).
+
+    onnxconverter-common casts every output of a node kept in fp32 to fp16 and every float
+    input back to fp32, whatever the neighbours are, so two fp32 nodes in a row meet through
+    an fp32 -> fp16 -> fp32 round trip that also rounds the value; a tensor read by several
+    fp32 nodes is cast once per reader; and a graph output produced by a kept node is cast to
+    fp16 despite ``keep_io_types``. Here each round trip becomes the fp32 tensor itself,
+    duplicate casts become one, and an output keeps its fp32 producer.
+    """
+    from onnx import TensorProto
+
+    def to(n) -> int:  # type: ignore[no-untyped-def]
+        return next(a.i for a in n.attribute if a.name == "to")
+
+    def inserted_cast(n) -> bool:  # type: ignore[no-untyped-def]
+        return n.op_type == "Cast" and n.name not in original
+
+    def rename(old: str, new: str) -> None:
+        for n in graph.node:
+            for seq in (n.input, n.output):
+                for i, v in enumerate(seq):
+                    if v == old:
+                        seq[i] = new
+
+    outputs = {o.name: o for o in graph.output}
+    changed = True
+    while changed:
+        changed = False
+        producer = {o: n for n in graph.node for o in n.output}
+        seen: dict[tuple[str, int], str] = {}
+        for n in list(graph.node):
+            if not inserted_cast(n):
+                continue
+            p = producer.get(n.input[0])
+            if n.output[0] in outputs and to(n) == TensorProto.FLOAT16:  # a kept node's output, cast away
+                graph.node.remove(n)
+                rename(n.input[0], n.output[0])
+                outputs[n.output[0]].type.tensor_type.elem_type = TensorProto.FLOAT
+            elif p is not None and to(n) == TensorProto.FLOAT and inserted_cast(p) and to(p) == TensorProto.FLOAT16:  # a round trip
+                graph.node.remove(n)
+                if n.output[0] in outputs:
+                    rename(p.input[0], n.output[0])
+                else:
+                    rename(n.output[0], p.input[0])
+            elif (n.input[0], to(n)) in seen and n.output[0] not in outputs:  # the same cast again
+                graph.node.remove(n)
+                rename(n.output[0], seen[(n.input[0], to(n))])
+            else:
+                seen[(n.input[0], to(n))] = n.output[0]
+                continue
+            changed = True
+            break
+        read = {i for n in graph.node for i in n.input} | set(outputs)
+        for n in list(graph.node):
+            if inserted_cast(n) and n.output[0] not in read:
+                graph.node.remove(n)
+                changed = True
 
 
 def shape_math_nodes(model) -> list[str]:  # type: ignore[no-untyped-def]
@@ -100,6 +167,8 @@ def shape_math_nodes(model) -> list[str]:  # type: ignore[no-untyped-def]
     names: list[str] = []
     for n in graph.node:  # ONNX nodes are in topological order
         if n.op_type == "Shape":
+            if n.input[0] in derived:  # the shape of a shape computation: keep it with its input
+                names.append(n.name)
             derived.update(n.output)
             continue
         ins = [i for i in n.input if i]

@@ -15,6 +15,10 @@ DISTIL_STEPS = 1500
 DISTIL_LR = 1e-5
 DISTIL_BATCH = 16
 
+# --int8-labels: at most this many labelled photos are ranked (whole individuals): leave-one-out
+# ranking is quadratic, and each member embeds them twice (fp32 and INT8)
+INT8_LABELS_LIMIT = 2000
+
 INT8_METHODS = ("ptq", "distil")
 INT8_KEEP_FP32 = ("none", "depthwise")
 
@@ -33,6 +37,7 @@ class ExportOptions:
     int8_keep_fp32: str = "none"  # distil: "depthwise" leaves the depthwise convolutions fp32
     int8_cache: Path | None = None  # distil: finished twins kept here and reused (twin_cache)
     int8_min_cosine: float | None = None  # the INT8 gate's threshold, when the user sets their own
+    int8_labels: str | None = None  # labelled photos (any read_labelled source): the INT8 gate judges rankings on them
     int8_scheme: str = DEFAULT_INT8_SCHEME  # bundle_format.INT8_SCHEMES: w7a8 runs on any CPU, w8a8 needs VNNI
     device: str = "auto"
     trt: bool = False

@@ -12,13 +12,18 @@ import csv
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 from reidkit.data.csvio import read_rows
 from reidkit.errors import ReidkitError
 from reidkit.data import schemas
 
+if TYPE_CHECKING:
+    from reidkit.data.items import ItemSet
+
 IMAGE_HEADER, IDENTITY_HEADER = schemas.MATCHES, schemas.IDENTITY_MATCHES
+FILTERS = ("viewpoint", "encounter_id", "date")  # metadata a reviewer narrows the page by, when present
+MORE_IMAGES = 2  # identity mode: images of a candidate identity shown besides its best one
 
 
 @dataclass(frozen=True)
@@ -31,6 +36,7 @@ class Catalogue:
     query_identity: Mapping[str, str] = field(default_factory=dict)
     db_identity: Mapping[str, str] = field(default_factory=dict)
     truth: Mapping[str, set[str]] | None = None
+    query_meta: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # viewpoint, encounter_id, date per query
 
 
 @dataclass(frozen=True)
@@ -42,6 +48,8 @@ class Candidate:
     image_id: str
     identity: str | None
     correct: bool | None
+    p_same: float | None = None  # P(same individual), when the run was calibrated
+    more: tuple[Path, ...] = ()  # identity mode: other images of the identity, shown beside the best
 
 
 @dataclass(frozen=True)
@@ -51,6 +59,7 @@ class QueryItem:
     identity: str | None
     candidates: list[Candidate]
     truth: frozenset[str] | None  # true candidate ids (images, or identities); None when unknown
+    meta: Mapping[str, str] = field(default_factory=dict)  # what the reviewer can filter by (FILTERS)
 
     @property
     def n_true(self) -> int | None:
@@ -94,8 +103,10 @@ def read_matches(path: Path) -> tuple[str, dict[str, list[dict[str, str]]]]:
     for n, r in enumerate(rows, start=2):
         try:
             r["_score"] = float(r["score"])  # type: ignore[assignment]
+            if r.get(schemas.P_SAME):
+                r["_p_same"] = float(r[schemas.P_SAME])  # type: ignore[assignment]
         except ValueError:
-            raise ReidkitError(f"{path}, line {n}: score {r['score']!r} is not a number") from None
+            raise ReidkitError(f"{path}, line {n}: score {r['score']!r} or {schemas.P_SAME} is not a number") from None
         per[r["query_id"]].append(r)
     return kind, dict(per)
 
@@ -106,10 +117,15 @@ def build_review(matches: Path, cat: Catalogue, top_k: int | None = None) -> Rev
     if not per:
         raise ReidkitError(f"{matches} has no rows; nothing to review")
     queries = []
+    by_identity: dict[str, list[str]] = defaultdict(list)
+    if kind == "identity":
+        for image_id, ident in cat.db_identity.items():
+            by_identity[ident].append(image_id)
     for qid, rows in per.items():
         if qid not in cat.query_path:
             raise ReidkitError(f"{matches}: query {qid!r} is not among the query images given; pass the same "
                                "--query (or --metadata/--scenarios) as the run that wrote it")
+        rows = [r for r in rows if r.get("identity") != schemas.NEW_INDIVIDUAL]  # the open-set row has no image to show
         rows = sorted(rows, key=lambda r: -r["_score"])[:top_k]  # type: ignore[operator]
         truth = None if cat.truth is None else cat.truth.get(qid, set())
         true_ids = None
@@ -124,8 +140,11 @@ def build_review(matches: Path, cat: Catalogue, top_k: int | None = None) -> Rev
             cid = r["identity"] if kind == "identity" else image_id
             ident = r["identity"] if kind == "identity" else cat.db_identity.get(image_id)
             correct = None if true_ids is None else cid in true_ids
-            cands.append(Candidate(cid, rank, r["_score"], cat.db_path[image_id], image_id, ident, correct))  # type: ignore[arg-type]
-        queries.append(QueryItem(qid, cat.query_path[qid], cat.query_identity.get(qid), cands, true_ids))
+            own = cat.query_path[qid]
+            more = tuple(g for d in sorted(by_identity.get(cid, ())) if d != image_id and (g := cat.db_path[d]) != own)[:MORE_IMAGES]
+            cands.append(Candidate(cid, rank, r["_score"], cat.db_path[image_id], image_id, ident, correct,  # type: ignore[arg-type]
+                                   r.get("_p_same"), more))  # type: ignore[arg-type]
+        queries.append(QueryItem(qid, cat.query_path[qid], cat.query_identity.get(qid), cands, true_ids, cat.query_meta.get(qid, {})))
     return Review(kind, queries, str(matches))
 
 
@@ -157,13 +176,14 @@ def folder_catalogue(query: Path, gallery: Path, labels: Path | None = None) -> 
     """Folder mode: ids are paths relative to each folder. Identities come from the first
     folder level when the tree is folder-per-identity; the truth from ``labels`` or, when
     both sides have identity folders, from them (a query's own file never counts)."""
-    from reidkit.data.folders import list_images
+    from reidkit.data.items import read_items
 
-    qpaths, _ = list_images(query)
-    gpaths, _ = list_images(gallery)
-    qp = {p.relative_to(query).as_posix(): p for p in qpaths}
-    gp = {p.relative_to(gallery).as_posix(): p for p in gpaths}
-    qi, gi = _first_folder(qp), _first_folder(gp)
+    qset, gset = read_items(query), read_items(gallery)
+    qp = {it.id: it.path for it in qset.items}
+    gp = {it.id: it.path for it in gset.items}
+    qi, gi = _item_identities(qset), _item_identities(gset)
+    qbox = {it.id: it.bbox for it in qset.items}
+    gbox = {it.id: it.bbox for it in gset.items}
     truth: dict[str, set[str]] | None = None
     if labels is not None:
         truth = labels_csv(labels)
@@ -173,9 +193,18 @@ def folder_catalogue(query: Path, gallery: Path, labels: Path | None = None) -> 
             by_ident[ident].append(g)
         truth = {}
         for q, ident in qi.items():
-            own = qp[q].resolve()
-            truth[q] = {g for g in by_ident.get(ident, []) if gp[g].resolve() != own}
-    return Catalogue(qp, gp, qi, gi, truth)
+            own = (qp[q].resolve(), qbox[q])
+            truth[q] = {g for g in by_ident.get(ident, []) if (gp[g].resolve(), gbox[g]) != own}
+    meta = {it.id: {k: str(it.extra[k]) for k in FILTERS if it.extra.get(k)} for it in qset.items}
+    return Catalogue(qp, gp, qi, gi, truth, {q: m for q, m in meta.items() if m})
+
+
+def _item_identities(found: "ItemSet") -> dict[str, str]:
+    """id -> identity: a folder tree's identity folders (none when any image lies loose), or the
+    individuals a CSV or COCO file names (its unknown ones left out)."""
+    if found.layout == "folders":
+        return _first_folder({it.id: it.path for it in found.items})
+    return {it.id: it.identity for it in found.items if it.identity is not None}
 
 
 def _first_folder(paths: Mapping[str, Path]) -> dict[str, str]:
@@ -212,8 +241,11 @@ def scenario_catalogue(metadata: Path, scenarios: Path | None, labels: Path | No
             truth = labels_from_metadata(metadata, scenarios)[0]
     if labels is not None:
         truth = labels_csv(labels)
+    rows = {r["image_id"]: r for r in read_rows(metadata, schemas.METADATA)}
+    qmeta = {q: {k: rows[i][k] for k in FILTERS if rows.get(i, {}).get(k)} for q, i in q_image.items()}
     return Catalogue({q: meta.paths[i] for q, i in q_image.items()}, meta.paths,
-                     {q: meta.whale_id[i] for q, i in q_image.items() if i in meta.whale_id}, meta.whale_id, truth)
+                     {q: meta.whale_id[i] for q, i in q_image.items() if i in meta.whale_id}, meta.whale_id, truth,
+                     {q: m for q, m in qmeta.items() if m})
 
 
 def labels_csv(path: Path) -> dict[str, set[str]]:

@@ -26,7 +26,7 @@ from PIL import Image
 
 from reidkit.cpus import usable_cpus
 from reidkit.hashing import content_key
-from reidkit.imaging import DEFAULT_MAX_PIXELS, ImageDecodeError, ImageRef, ResizePolicy, decode_rgb, format_box, from_array, resize_to, to_rgb
+from reidkit.imaging import DEFAULT_MAX_PIXELS, ImageDecodeError, ImageRef, ResizePolicy, decode_rgb, from_array, resize_to, to_rgb
 from reidkit.runtime.backends.registry import AUTO
 from reidkit.runtime.backends.select import select_backends
 from reidkit.runtime.cache import EmbeddingCache
@@ -80,6 +80,10 @@ class Embedder:
     """Loads a bundle's engines once and embeds images with them; a context manager that
     closes its cache and engines on exit."""
 
+    #: Decode large JPEGs at the DCT reduction the member inputs allow; False decodes every file
+    #: at full resolution (only to measure what the reduction saves and costs).
+    reduced_decode: bool = True
+
     def __init__(self, bundle: "Bundle", backend: str = AUTO, batch_size: int = 32, workers: int | None = None,
                  threads: int | None = None, cache: str | Path | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
                  precision: str | None = None) -> None:
@@ -125,11 +129,11 @@ class Embedder:
                 raise ImageDecodeError(ref.path, f"cannot read file ({exc.strerror or exc})") from None
             key = content_key(data)
             if ref.bbox is not None:  # another box on the same photo is another subject
-                key = content_key(f"{key} bbox {format_box(ref.bbox)}".encode())
+                key = content_key(f"{key} bbox {ref.bbox!r}".encode())
             if key in known:
                 return key, None, time.perf_counter() - t
             # decoded once, at the DCT reduction that still covers the largest member input
-            need = (max(sz[0] for sz in self.sizes), max(sz[1] for sz in self.sizes))
+            need = (max(sz[0] for sz in self.sizes), max(sz[1] for sz in self.sizes)) if self.reduced_decode else None
             img = decode_rgb(data, str(ref), self.max_pixels, box=ref.bbox, min_hw=need)
         else:
             img = to_rgb(item) if isinstance(item, Image.Image) else from_array(item)

@@ -11,10 +11,11 @@ import numpy as np
 
 from reidkit.atomic import atomic_write
 from reidkit.data.csvio import write_rows
-from reidkit.data.folders import list_images, warn_skipped
+from reidkit.data.items import Item, ItemSet, read_items
 from reidkit.data.whaledo import read_metadata, read_scenarios
 from reidkit.errors import ReidkitError
-from reidkit.runtime.embedder import Embeddings
+from reidkit.imaging import ImageRef
+from reidkit.runtime.embedder import Embedder, Embeddings
 from reidkit.runtime.identity import HEADER as IDENTITY_HEADER
 from reidkit.runtime.identity import folder_identities, identity_rows, rank_identities
 from reidkit.runtime.knn import database_augment, to_unit_score
@@ -111,44 +112,66 @@ def _summary(embedder: ImageEmbedder, emb: Embeddings, t: tuple[float, float, fl
 
 def run_folders(embedder: ImageEmbedder, query: Path, gallery: Path, out: Path, top_k: int = 20, qe: int = 0, dba: int = 0,
                 embeddings_out: Path | None = None, progress: bool = True, by: str = "image", aggregate: str = "max",
-                ranking: RankOptions | None = None) -> RunSummary:
+                ranking: RankOptions | None = None, coco_identity: str | None = None) -> RunSummary:
+    """Rank ``gallery`` for each of ``query``: each a folder (flat or per identity), a metadata or
+    wildlife-datasets CSV, or a COCO JSON (:mod:`reidkit.data.items`). Rows are the items' ids;
+    boxes are embedded as their subjects; rows the reader refused lead the summary's skipped list."""
     import time
 
     t0 = time.perf_counter()
-    qpaths, qskip = list_images(query)
-    gpaths, gskip = list_images(gallery)
-    warn_skipped(sorted(set(qskip) | set(gskip)), "non-image files")
-    if not qpaths:
+    qset, gset = read_items(query, coco_identity), read_items(gallery, coco_identity)
+    if not qset.items:
         raise ReidkitError(f"--query {query}: no images found")
-    if not gpaths:
+    if not gset.items:
         raise ReidkitError(f"--gallery {gallery}: no images found")
-    if by == "identity":  # refuse a flat gallery before any embedding work
-        folder_identities([p.relative_to(gallery).as_posix() for p in gpaths], gallery)
-    allp = list(dict.fromkeys([p.resolve() for p in qpaths] + [p.resolve() for p in gpaths]))
-    pos = {p: i for i, p in enumerate(allp)}
-    emb = embedder.embed(allp, progress=progress)
+    qitems = qset.items
+    gitems = _identified(gset, gallery) if by == "identity" else gset.items  # refused before any embedding work
+    if not isinstance(embedder, Embedder) and any(it.bbox is not None for it in qitems + gitems):
+        raise ReidkitError("--ray embeds whole photos; to crop to the boxes, run without --ray")
+
+    def key(it: Item) -> tuple[Path, Any]:
+        return it.path.resolve(), it.bbox
+
+    allk = list(dict.fromkeys([key(it) for it in qitems] + [key(it) for it in gitems]))
+    pos = {k: i for i, k in enumerate(allk)}
+    emb = embedder.embed([ImageRef(p, b) if b is not None else p for p, b in allk], progress=progress)
     t1 = time.perf_counter()
-    qrow = emb.rows_of(pos[p.resolve()] for p in qpaths)
-    grow = emb.rows_of(pos[p.resolve()] for p in gpaths)
-    q_ok = [p for p, r in zip(qpaths, qrow) if r >= 0]
-    g_ok = [p for p, r in zip(gpaths, grow) if r >= 0]
+    qrow = emb.rows_of(pos[key(it)] for it in qitems)
+    grow = emb.rows_of(pos[key(it)] for it in gitems)
+    q_ok = [it for it, r in zip(qitems, qrow) if r >= 0]
+    g_ok = [it for it, r in zip(gitems, grow) if r >= 0]
     qrow, grow = qrow[qrow >= 0], grow[grow >= 0]
-    qids = [p.relative_to(query).as_posix() for p in q_ok]
-    gids = [p.relative_to(gallery).as_posix() for p in g_ok]
-    gindex = {p.resolve(): j for j, p in enumerate(g_ok)}
+    gindex = {key(it): j for j, it in enumerate(g_ok)}
     rows: Iterator[tuple[str, ...]] = iter(())
     if q_ok and g_ok:
-        self_idx = np.array([gindex.get(p.resolve(), -1) for p in q_ok])
-        idents = folder_identities(gids, gallery) if by == "identity" else None
-        rows = _ranked_rows(emb.vectors[grow], emb.vectors[qrow], top_k, self_idx, qe, dba, qids, gids, idents, aggregate, ranking,
-                            [emb.keys[r] for r in grow.tolist()])
+        self_idx = np.array([gindex.get(key(it), -1) for it in q_ok])
+        idents = [str(it.identity) for it in g_ok] if by == "identity" else None
+        rows = _ranked_rows(emb.vectors[grow], emb.vectors[qrow], top_k, self_idx, qe, dba, [it.id for it in q_ok],
+                            [it.id for it in g_ok], idents, aggregate, ranking, [emb.keys[r] for r in grow.tolist()])
     n_rows = write_rows(out, IDENTITY_HEADER if by == "identity" else HEADER, rows)
     t2 = time.perf_counter()
     if embeddings_out:
-        rel = {p.resolve(): f"gallery/{p.relative_to(gallery).as_posix()}" for p in gpaths}
-        rel.update({p.resolve(): f"query/{p.relative_to(query).as_posix()}" for p in qpaths})
-        write_embeddings(embeddings_out, [rel[p] for p in allp], emb)
-    return _summary(embedder, emb, (t0, t1, t2), n_rows)
+        rel = {key(it): f"gallery/{it.id}" for it in gitems}
+        rel.update({key(it): f"query/{it.id}" for it in qitems})
+        write_embeddings(embeddings_out, [rel[k] for k in allk], emb)
+    summary = _summary(embedder, emb, (t0, t1, t2), n_rows)
+    summary.skipped = [*qset.problems, *gset.problems, *summary.skipped]
+    return summary
+
+
+def _identified(found: ItemSet, gallery: Path) -> list[Item]:
+    """The gallery items ``--by identity`` ranks: those of a known individual."""
+    if found.layout == "folders":  # a loose image in a folder gallery is a mistake, not an unknown individual
+        folder_identities([it.id for it in found.items], gallery)
+        return found.items
+    kept = found.identified()
+    if not kept:
+        raise ReidkitError(f"--by identity needs the individual of gallery images, and {gallery} names none "
+                           f"(a {' or '.join(schemas.METADATA_IDENTITY)} column, or the annotations' individual)")
+    if len(kept) < len(found.items):
+        log.info("--by identity: %d of %d gallery images name no individual and are not ranked", len(found.items) - len(kept),
+                 len(found.items))
+    return kept
 
 
 def run_scenarios(embedder: ImageEmbedder, scenarios_csv: Path, metadata_csv: Path, out: Path, top_k: int = 20, qe: int = 0,
@@ -165,10 +188,13 @@ def run_scenarios(embedder: ImageEmbedder, scenarios_csv: Path, metadata_csv: Pa
     scenarios = read_scenarios(scenarios_csv, set(meta.image_ids))
     if by == "identity" and not meta.whale_id:
         raise ReidkitError(f"--by identity needs a whale_id column in {metadata_csv} (the identity of each image)")
-    needed = list(dict.fromkeys([img for s in scenarios for _, img in s.queries] + [d for s in scenarios for d in s.database]))
-    emb = embedder.embed([meta.paths[i] for i in needed], progress=progress)
+    listed = list(dict.fromkeys([img for s in scenarios for _, img in s.queries] + [d for s in scenarios for d in s.database]))
+    needed = [i for i in listed if i not in meta.bad_boxes]  # a row with an unusable box is reported, not embedded
+    if meta.bbox and not isinstance(embedder, Embedder):
+        raise ReidkitError("--ray embeds whole photos; to crop to the boxes, run without --ray")
+    emb = embedder.embed([ImageRef(meta.paths[i], meta.bbox[i]) if i in meta.bbox else meta.paths[i] for i in needed], progress=progress)
     t1 = time.perf_counter()
-    row_of = dict(zip(needed, emb.rows_of(range(len(needed))).tolist()))
+    row_of = dict(zip(needed, emb.rows_of(range(len(needed))).tolist())) | {i: -1 for i in listed if i in meta.bad_boxes}
     def rows() -> Iterator[tuple[str, ...]]:
         for sc in scenarios:
             db = [d for d in sc.database if row_of[d] >= 0]
@@ -188,4 +214,6 @@ def run_scenarios(embedder: ImageEmbedder, scenarios_csv: Path, metadata_csv: Pa
     t2 = time.perf_counter()
     if embeddings_out:
         write_embeddings(embeddings_out, needed, emb)
-    return _summary(embedder, emb, (t0, t1, t2), n_rows)
+    summary = _summary(embedder, emb, (t0, t1, t2), n_rows)
+    summary.skipped = [meta.bad_boxes[i] for i in listed if i in meta.bad_boxes] + summary.skipped
+    return summary

@@ -20,8 +20,9 @@ from reidkit.runtime.infer import RunSummary
 class InferRequest:
     model: Path
     out: Path
-    query: Path | None = None  # folder mode
+    query: Path | None = None  # folder mode: each a folder, a metadata or wildlife-datasets CSV, or a COCO JSON
     gallery: Path | None = None
+    coco_identity: str | None = None  # the COCO annotation key that names the individual, where not identity or name
     scenarios: Path | None = None  # Whale-do scenario mode
     metadata: Path | None = None
     top_k: int = 20
@@ -46,6 +47,8 @@ class InferRequest:
     labels: Path | None = None
     report_json: Path | None = None
     progress: bool = True
+    calibration: Path | None = None  # `reid eval --calibrate` file: adds p_same
+    new_individual: float | None = None  # with --by identity: where the new_individual row sits (P with a calibration, else score)
 
     @property
     def mode(self) -> str:
@@ -55,7 +58,7 @@ class InferRequest:
         if folder_mode == scen_mode:
             raise ReidkitError("choose one mode: --query and --gallery (folder mode), or --scenarios and --metadata (scenario mode)")
         if folder_mode and (self.query is None or self.gallery is None):
-            raise ReidkitError("folder mode needs both --query DIR and --gallery DIR")
+            raise ReidkitError("folder mode needs both --query and --gallery (each a folder, a metadata CSV or a COCO JSON)")
         if scen_mode and (self.scenarios is None or self.metadata is None):
             raise ReidkitError("scenario mode needs both --scenarios query_scenarios.csv and --metadata metadata.csv")
         if self.ray_address and self.cache:
@@ -79,6 +82,13 @@ def run_inference(req: InferRequest) -> InferResult:
     from reidkit.runtime.rerank import RerankParams
     from reidkit.runtime.search import RankOptions
 
+    calibration = None
+    if req.calibration is not None or req.new_individual is not None:  # refused before any embedding work
+        from reidkit.calibration import load_calibration
+        from reidkit.runtime.open_set import check_options
+
+        calibration = load_calibration(req.calibration) if req.calibration is not None else None
+        check_options(req.by, calibration, req.new_individual)
     bundle = load_bundle(req.model)
     embedder: RayEmbedder | Embedder
     if req.ray_address:
@@ -92,11 +102,16 @@ def run_inference(req: InferRequest) -> InferResult:
         if mode == "folders":
             assert req.query is not None and req.gallery is not None
             summary = run_folders(emb, req.query, req.gallery, req.out, req.top_k, req.qe, req.dba, req.embeddings_out,
-                                  progress=req.progress, by=req.by, aggregate=req.aggregate, ranking=ranking)
+                                  progress=req.progress, by=req.by, aggregate=req.aggregate, ranking=ranking,
+                                  coco_identity=req.coco_identity)
         else:
             assert req.scenarios is not None and req.metadata is not None
             summary = run_scenarios(emb, req.scenarios, req.metadata, req.out, min(req.top_k, 20), req.qe, req.dba,
                                     req.embeddings_out, progress=req.progress, by=req.by, aggregate=req.aggregate, ranking=ranking)
+    if calibration is not None or req.new_individual is not None:
+        from reidkit.runtime.open_set import rewrite_matches
+
+        summary.rows = rewrite_matches(req.out, req.by, calibration, req.new_individual)
     if req.report_json:
         from reidkit.atomic import atomic_write
 

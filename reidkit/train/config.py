@@ -28,7 +28,9 @@ from reidkit.train.dataset import AugmentConfig
 from reidkit.train.defaults import DEFAULTS
 from reidkit.train.heads import HeadConfig
 from reidkit.train.loop import TrainConfig, train_member
-from reidkit.train.model import MemberConfig
+from reidkit.train.metric_losses import MetricLossConfig, parse_params
+from reidkit.train.backbone import check_input_size
+from reidkit.train.model import MemberConfig, out_indices
 from reidkit.train.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 log = logging.getLogger("reidkit")
@@ -71,15 +73,23 @@ def build_config(kw: dict[str, Any]) -> TrainConfig:
             size = tuple(int(x) for x in size.lower().split("x"))
         except ValueError:
             raise ReidkitError(f"image_size {size!r}: write HxW, e.g. 112x96") from None
+    if len(size) != 2:
+        raise ReidkitError(f"image_size {o['image_size']!r}: write HxW, e.g. 112x96")
+    # a size the backbone's patches or windows cannot take fails here, before any image is read
+    check_input_size(o["backbone"], size, out_indices(bool(o["concat_stages"])))
     mean, std = normalisation(o)
     if not 0.0 <= float(o["ema"]) < 1.0:
         raise ReidkitError(f"ema {o['ema']}: a decay in [0, 1) (e.g. 0.99; 0 turns the weight average off)")
+    metric = MetricLossConfig(name=str(o["metric_loss"]).lower(), weight=float(o["metric_weight"]), params=parse_params(o["metric_params"]),
+                              samples_per_identity=int(o["samples_per_identity"]))
+    metric.to_dict()  # an unknown loss or parameter fails here, before any image is read
     return TrainConfig(
         member=MemberConfig(backbone=o["backbone"], input_size=tuple(size), embedding_dim=int(o["embedding_dim"]),  # type: ignore[arg-type]
                             concat_stages=bool(o["concat_stages"]), mean=mean, std=std,
                             resize={"method": o["resize"], "interpolation": o["interpolation"], "pad_value": 0}),
         head=HeadConfig(kind=o["head_kind"], s=float(o["scale"]), k=int(o["subcenters"]), margin=float(o["margin"]),
                         dynamic_a=float(o["margin_a"]), dynamic_lambda=float(o["margin_lambda"]), dynamic_b=float(o["margin_b"])),
+        metric=metric,
         augment=AugmentConfig(hflip=bool(o["hflip"])),
         epochs=int(o["epochs"]), batch_size=int(o["batch_size"]), lr_backbone=float(o["lr"]), lr_head=float(o["head_lr"]),
         warmup_epochs=float(o["warmup_epochs"]), ema=float(o["ema"]), loss=o["loss"], focal_gamma=float(o["focal_gamma"]),
@@ -112,7 +122,7 @@ def train_from_config(path: Path, data: str | None, cli_kw: dict[str, Any]) -> l
         defaults["data"] = data
     if cli_kw.get("weights"):  # `reid-train --config X --weights FILE`: the file for members that name none
         defaults.setdefault("weights", str(Path(cli_kw["weights"]).resolve()))
-    entries, summaries = [], []
+    entries, jobs = [], []
     for i, m in enumerate(members, start=1):
         o = {**defaults, **m}
         if "data" not in o or "out" not in o:
@@ -125,9 +135,16 @@ def train_from_config(path: Path, data: str | None, cli_kw: dict[str, Any]) -> l
         if o.get("weights") and not Path(str(o["weights"])).is_absolute():
             o["weights"] = str(root / str(o["weights"]))
         o.setdefault("resume", cli_kw.get("resume", False))
-        log.info("member %d/%d: %s %s -> %s", i, len(members), o.get("backbone", DEFAULTS["backbone"]), o.get("image_size", DEFAULTS["image_size"]), out)
-        summaries.append(train_one(d, out, o))
+        try:  # every member's options (backbone, size, losses) are checked before the first one trains
+            build_config(o)
+        except ReidkitError as exc:
+            raise ReidkitError(f"{path}: member {i}: {exc}") from None
+        jobs.append((d, out, o))
         entries.append(EnsembleEntry(out, weight))
+    summaries = []
+    for i, (d, out, o) in enumerate(jobs, start=1):
+        log.info("member %d/%d: %s %s -> %s", i, len(jobs), o.get("backbone", DEFAULTS["backbone"]), o.get("image_size", DEFAULTS["image_size"]), out)
+        summaries.append(train_one(d, out, o))
     write_ensemble(ens_path, entries)
     log.info("wrote %s", ens_path)
     return summaries

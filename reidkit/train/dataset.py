@@ -40,7 +40,7 @@ def decode_all(samples: Sequence[Sample]) -> tuple[list[Sample], list[Image.Imag
     kept, images, bad = [], [], []
     for s in samples:
         try:
-            img = load_rgb(s.path)
+            img = load_rgb(s.ref)  # cropped to the subject when the data has a box
         except ImageDecodeError as exc:
             bad.append(f"{exc.path} ({exc.reason})")
             continue

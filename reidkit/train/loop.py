@@ -39,6 +39,7 @@ from reidkit.train.checkpoint import load_tensors, save_member
 from reidkit.train.dataset import AugmentConfig, ReidDataset, decode_all
 from reidkit.train.heads import HeadConfig, MarginHead
 from reidkit.train.losses import margin_loss
+from reidkit.train.metric_losses import MetricLossConfig, create_metric_loss, identity_batches
 from reidkit.train.model import EmbeddingModel, MemberConfig, ReidNet
 
 log = logging.getLogger("reidkit")
@@ -47,7 +48,8 @@ log = logging.getLogger("reidkit")
 @dataclass
 class TrainConfig:
     member: MemberConfig = field(default_factory=MemberConfig)
-    head: HeadConfig = field(default_factory=HeadConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)  # kind "none": no classification head (a metric loss alone)
+    metric: MetricLossConfig = field(default_factory=MetricLossConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     epochs: int = 20
     batch_size: int = 32
@@ -141,6 +143,8 @@ def train_member(samples: Sequence[Sample], cfg: TrainConfig, out: str | Path, r
     out = Path(out)
     if cfg.select not in ("last", "best"):
         raise ReidkitError(f"--select {cfg.select!r}: use last or best")
+    if cfg.head.kind == "none" and cfg.metric.name == "none":
+        raise ReidkitError("--head none trains on a metric loss alone: add --metric-loss circle, triplet or multisimilarity")
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
     policy = ResizePolicy.from_dict(cfg.member.resize)
@@ -159,16 +163,20 @@ def train_member(samples: Sequence[Sample], cfg: TrainConfig, out: str | Path, r
         val_ds = ReidDataset(val_imgs, [s.identity for s in val_s], cfg.member.input_size, policy, None)  # type: ignore[arg-type, misc]
 
     model = EmbeddingModel(net).to(device)
-    head = MarginHead(cfg.head, cfg.member.embedding_dim, counts).to(device)
+    head = MarginHead(cfg.head, cfg.member.embedding_dim, counts).to(device) if cfg.head.kind != "none" else None
+    metric = create_metric_loss(cfg.metric.name, cfg.metric.params).to(device) if cfg.metric.name != "none" else None
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     backbone_params = list(net.backbone.parameters())
     bb_ids = {id(p) for p in backbone_params}
-    other = [p for p in model.parameters() if id(p) not in bb_ids] + list(head.parameters())
+    other = [p for p in model.parameters() if id(p) not in bb_ids] + (list(head.parameters()) if head is not None else [])
     opt = torch.optim.AdamW([{"params": backbone_params, "lr": cfg.lr_backbone}, {"params": other, "lr": cfg.lr_head}],
                             weight_decay=cfg.weight_decay)
     g = torch.Generator().manual_seed(cfg.seed)
-    loader = torch.utils.data.DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=True, drop_last=len(train_ds) > cfg.batch_size,
+    # a pair loss needs positives in each batch: P identities x K images instead of a shuffle
+    pk = identity_batches(labels, cfg.batch_size, cfg.metric.samples_per_identity, len(train_ds)) if metric is not None else None
+    loader = torch.utils.data.DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=pk is None, sampler=pk,
+                                         drop_last=len(train_ds) > cfg.batch_size or pk is not None,
                                          num_workers=cfg.workers, generator=g, persistent_workers=cfg.workers > 0)
     steps = cfg.epochs * len(loader)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(steps, int(cfg.warmup_epochs * len(loader))))
@@ -190,7 +198,8 @@ def train_member(samples: Sequence[Sample], cfg: TrainConfig, out: str | Path, r
             if not ema_state:
                 raise ReidkitError(f"--resume: {last_path} was trained without --ema; resume without it, or start afresh")
             ema.module.load_state_dict(ema_state)
-        head.load_state_dict(load_tensors(last_path, "head."))
+        if head is not None:
+            head.load_state_dict(load_tensors(last_path, "head."))
         opt_state = opt.state_dict()
         moments = load_tensors(last_path, "opt.")
         for pid, keys in st["opt_keys"].items():
@@ -216,15 +225,20 @@ def train_member(samples: Sequence[Sample], cfg: TrainConfig, out: str | Path, r
     summary: dict[str, Any] = {}
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
-        head.train()
+        if head is not None:
+            head.train()
+        if pk is not None:  # MPerClassSampler draws from numpy's global generator: seeded per epoch, so --resume repeats it
+            np.random.seed([cfg.seed, epoch])
         bar = progress_bar(loader, enabled=cfg.progress, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False)
         seen, tl, te = 0, 0.0, time.perf_counter()
         for x, y in bar:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
                 emb = net(model.preprocess(x))
-                logits = head(emb.float(), y)
-            loss = margin_loss(logits, y, cfg.loss, cfg.focal_gamma, cfg.label_smoothing)
+                logits = head(emb.float(), y) if head is not None else None
+            loss = margin_loss(logits, y, cfg.loss, cfg.focal_gamma, cfg.label_smoothing) if logits is not None else emb.new_zeros((), dtype=torch.float32)
+            if metric is not None:
+                loss = loss + cfg.metric.weight * metric(emb, y)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(opt)
@@ -244,6 +258,7 @@ def train_member(samples: Sequence[Sample], cfg: TrainConfig, out: str | Path, r
         log.info("%s %s", out.name, msg)
         meta = {
             "head": cfg.head.to_dict(),
+            "metric_loss": cfg.metric.to_dict(),
             "num_classes": len(classes),
             "class_counts": counts,
             "seed": cfg.seed,
@@ -260,7 +275,7 @@ def train_member(samples: Sequence[Sample], cfg: TrainConfig, out: str | Path, r
             summary = {**rec, "kept_epoch": epoch + 1, "select": cfg.select}
             save_member(out, kept.net, {**meta, "metrics": summary})
         opt_sd = opt.state_dict()
-        extra = {f"head.{k}": v for k, v in head.state_dict().items()}
+        extra = {f"head.{k}": v for k, v in head.state_dict().items()} if head is not None else {}
         opt_keys = {}
         for pid, state in opt_sd["state"].items():
             opt_keys[str(pid)] = list(state.keys())

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from reidkit.train.backbone import channels_last, create_backbone
 from reidkit.train.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 
 
@@ -26,6 +27,9 @@ class MemberConfig:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     resize: dict[str, Any] = field(default_factory=lambda: {"method": "stretch", "interpolation": "bilinear", "pad_value": 0})
+    # build the backbone for input_size (timm's img_size) when its class takes one; checkpoints that
+    # do not record this were built at the backbone's default size and are rebuilt that way
+    sized_backbone: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -40,6 +44,7 @@ class MemberConfig:
         for k in ("input_size", "mean", "std"):
             if k in kw:
                 kw[k] = tuple(kw[k])
+        kw.setdefault("sized_backbone", False)
         return cls(**kw)
 
 
@@ -56,37 +61,35 @@ class GeM(nn.Module):
         return x.clamp(min=self.eps).pow(p).mean(dim=(2, 3)).pow(1.0 / p)
 
 
+def out_indices(concat_stages: bool) -> tuple[int, ...]:
+    """The backbone stages the member pools: the last, or the last two with concat_stages."""
+    return tuple(range(-2 if concat_stages else -1, 0))
+
+
 class ReidNet(nn.Module):
     """Normalised float NCHW -> embedding (not yet L2-normalised)."""
 
     def __init__(self, cfg: MemberConfig, pretrained: bool = False, weights: str | None = None) -> None:
         super().__init__()
-        import timm
-
         self.cfg = cfg
-        n_stages = 2 if cfg.concat_stages else 1
-        out_indices = tuple(range(-n_stages, 0))
-        try:
-            self.backbone = timm.create_model(cfg.backbone, pretrained=pretrained and not weights, features_only=True,
-                                              out_indices=out_indices)
-        except RuntimeError as exc:
-            if "Unknown model" in str(exc):
-                from reidkit.errors import ReidkitError
-
-                raise ReidkitError(f"unknown timm backbone {cfg.backbone!r}; list them with `python -c 'import timm; print(timm.list_models())'`") from None
-            raise
+        self.backbone, size_kw = create_backbone(cfg.backbone, cfg.input_size, out_indices(cfg.concat_stages), pretrained=pretrained and not weights,
+                                                 sized=cfg.sized_backbone)
+        # Swin, MambaOut, ... give NHWC maps; pooling reads NCHW
+        self.channels_last = channels_last(self.backbone)
         # what the checkpoint records about the starting weights (file name, sha256), if any
         self.weights_info: dict[str, Any] | None = None
         if weights:
             from reidkit.train.weights import load_backbone_weights
 
-            self.weights_info = load_backbone_weights(self.backbone, cfg.backbone, weights)
+            self.weights_info = load_backbone_weights(self.backbone, cfg.backbone, weights, size_kw)
         chans = self.backbone.feature_info.channels()  # type: ignore[union-attr, operator]  # timm's FeatureListNet
         self.pools = nn.ModuleList([GeM(cfg.gem_p) for _ in chans])
         self.neck = nn.Sequential(nn.Linear(sum(chans), cfg.embedding_dim, bias=False), nn.BatchNorm1d(cfg.embedding_dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feats = self.backbone(x)
+        if self.channels_last:
+            feats = [f.permute(0, 3, 1, 2) for f in feats]
         pooled = torch.cat([pool(f) for pool, f in zip(self.pools, feats)], dim=1)
         return self.neck(pooled)
 

@@ -47,8 +47,30 @@ def _classifier_prefixes(model: Any) -> tuple[str, ...]:
     return tuple(f"{n}." for n in ((names,) if isinstance(names, str) else names))
 
 
-def load_backbone_weights(backbone: Any, name: str, path: str | Path) -> dict[str, Any]:
-    """Load ``path`` into ``backbone`` (timm ``name``, features_only) or raise ReidkitError.
+def _timm_filter(model: Any) -> Any:
+    """The function timm applies to a pretrained file before loading it into ``model`` (its
+    module's ``checkpoint_filter_fn``): it resamples position embeddings and relative-position
+    tables to the size the model was built for. None when the model's module has none."""
+    import sys
+
+    return getattr(sys.modules.get(type(model).__module__), "checkpoint_filter_fn", None)
+
+
+def _whole_model_names(key: str) -> tuple[str, ...]:
+    """Where a features-only backbone's tensor may sit in the whole network: at the same name;
+    under ``model.`` (getter-style wrappers, e.g. ViT, nest the model); or, where timm's
+    FeatureListNet flattened a stage list into its own children (``stages.0`` -> ``stages_0``,
+    MaxViT, Swin), with the first name's last ``_`` read back as the ``.`` it replaced."""
+    head, _, rest = key.partition(".")
+    names = [key, key.removeprefix("model.")]
+    if "_" in head:
+        names.append(".".join(head.rsplit("_", 1)) + (f".{rest}" if rest else ""))
+    return tuple(names)
+
+
+def load_backbone_weights(backbone: Any, name: str, path: str | Path, model_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Load ``path`` into ``backbone`` (timm ``name``, features_only, built with ``model_kwargs``
+    such as ``img_size``) or raise ReidkitError.
 
     Returns what the checkpoint records: the file's name and sha256, and how it was matched.
     """
@@ -58,10 +80,15 @@ def load_backbone_weights(backbone: Any, name: str, path: str | Path) -> dict[st
     path = Path(path)
     fix = f"pass weights trained for {name}, or the --backbone they belong to"
     sd = read_state_dict(path)
-    full = timm.create_model(name, pretrained=False)  # the whole network: the naming the file may use
+    # the whole network at the member's size: the naming the file may use, the shapes it must fit
+    full = timm.create_model(name, pretrained=False, **(model_kwargs or {}))
     ref = full.state_dict()
     if set(sd) <= set(ref):
         mapped, how = sd, "timm"
+        resample = _timm_filter(full)
+        if resample is not None and any(tuple(v.shape) != tuple(ref[k].shape) for k, v in sd.items()):
+            # a file saved at another input size (position embeddings, window tables): timm's own resampling
+            mapped, how = {k: v for k, v in resample(dict(sd), full).items() if k in ref}, "timm, resampled to the input size"
     else:
         if len(sd) > len(ref):
             raise ReidkitError(f"--weights {path} does not fit {name}: the file has {len(sd)} tensors under other names, "
@@ -78,8 +105,8 @@ def load_backbone_weights(backbone: Any, name: str, path: str | Path) -> dict[st
 
     state, missing = {}, []
     for k in backbone.state_dict():
-        src = k if k in mapped else k.removeprefix("model.")  # getter-style feature wrappers nest the model
-        if src in mapped:
+        src = next((c for c in _whole_model_names(k) if c in mapped), None)
+        if src is not None:
             state[k] = mapped[src]
         else:
             missing.append(k)

@@ -58,6 +58,12 @@ def _probe_trt() -> str | None:
     return None if hasattr(tensorrt, "Runtime") else "only TensorRT's type stubs are installed (pip install 'reidkit[gpu]')"
 
 
+def _cpu_bf16_missing() -> str | None:
+    from reidkit.cpus import bf16_missing
+
+    return bf16_missing()
+
+
 @dataclass(frozen=True)
 class BackendSpec:
     name: str
@@ -72,9 +78,20 @@ class BackendSpec:
     summary: str  # one line for --help
     options: dict[str, Any] = field(default_factory=dict)  # extra constructor arguments
     fallback: bool = False  # the CPU engine auto uses only when no faster one is installed
+    # per precision: extra constructor arguments, and a probe of what that precision needs of this machine
+    precision_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    precision_probes: dict[str, Callable[[], str | None]] = field(default_factory=dict)
 
     def why_unavailable(self) -> str | None:
         return self.probe()
+
+    def why_not_at(self, precision: str) -> str | None:
+        """Why this machine cannot run this engine at ``precision`` (None: it can)."""
+        probe = self.precision_probes.get(precision)
+        return probe() if probe else None
+
+    def options_for(self, precision: str) -> dict[str, Any]:
+        return {**self.options, **self.precision_options.get(precision, {})}
 
     def load_class(self) -> Any:
         return getattr(importlib.import_module(self.module), self.cls)
@@ -87,8 +104,10 @@ BACKENDS: dict[str, BackendSpec] = {b.name: b for b in (
                 _probe_ort_cuda, "onnxruntime on an NVIDIA GPU", {"device": "cuda"}),
     BackendSpec("mnn", "reidkit.runtime.backends.mnn", "MnnBackend", "mnn", ("fp32",), "cpu", 2, "mnn",
                 lambda: _module_missing("MNN", "mnn"), "MNN on the CPU (Winograd convolutions); needs `reid-export --mnn`"),
-    BackendSpec("openvino", "reidkit.runtime.backends.openvino", "OpenVinoBackend", "onnx", ("fp32", "fp16", "int8"), "cpu", 3,
-                "openvino", lambda: _module_missing("openvino", "openvino"), "OpenVINO on the CPU, runs the bundle's ONNX"),
+    BackendSpec("openvino", "reidkit.runtime.backends.openvino", "OpenVinoBackend", "onnx", ("fp32", "fp16", "int8", "bf16"), "cpu", 3,
+                "openvino", lambda: _module_missing("openvino", "openvino"),
+                "OpenVINO on the CPU, runs the bundle's ONNX (bf16: the fp32 graph in bf16 arithmetic, on CPUs with AVX512-BF16 or AMX)",
+                precision_options={"bf16": {"inference_precision": "bf16"}}, precision_probes={"bf16": _cpu_bf16_missing}),
     BackendSpec("ort-cpu", "reidkit.runtime.backends.ort", "OrtBackend", "onnx", ("fp32", "fp16", "int8"), "cpu", 4, "cpu",
                 lambda: _module_missing("onnxruntime", "cpu"), "onnxruntime on the CPU", {"device": "cpu"}, fallback=True),
 )}

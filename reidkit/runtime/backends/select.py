@@ -95,6 +95,9 @@ def make_backends(bundle: Bundle, name: str, threads: int | None = None, precisi
     why = spec.why_unavailable()
     if why:
         raise MissingDependencyError(f"--backend {name}: {why}")
+    why = spec.why_not_at(precision)
+    if why:
+        raise ReidkitError(f"--precision {precision}: {why}; use --precision fp32 here")
     lacks = bundle_lacks(bundle, spec, precision)
     if lacks:
         others = " / ".join(b.name for b in BACKENDS.values() if b.fmt == "onnx" and b.device == spec.device and b is not spec)
@@ -116,13 +119,13 @@ def make_backends(bundle: Bundle, name: str, threads: int | None = None, precisi
     for m, (path, sha) in zip(bundle.members, files):
         if art.kind != "fp32":  # the fp32 graphs were verified when the bundle loaded
             verify_file(path, sha, f"member {m.name!r} {art.label}")
-    return [cls(path, threads=threads, **spec.options) for path, _ in files]
+    return [cls(path, threads=threads, **spec.options_for(precision)) for path, _ in files]
 
 
 def _usable(bundle: Bundle, spec: BackendSpec, precision: str) -> str | None:
     if precision not in spec.precisions:
         return f"runs {', '.join(spec.precisions)} only"
-    return spec.why_unavailable() or bundle_lacks(bundle, spec, precision)
+    return spec.why_unavailable() or spec.why_not_at(precision) or bundle_lacks(bundle, spec, precision)
 
 
 def select_backends(bundle: Bundle, requested: str = AUTO, precision: str | None = None, threads: int | None = None) -> Selection:

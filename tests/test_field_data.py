@@ -1,0 +1,330 @@
+"""Field photos: every input layout, bounding boxes, and camera-size JPEGs decoded at reduced scale."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import cli
+
+PEOPLE = ("s1", "s2", "s3", "s4")
+SHOTS = (1, 2, 3, 4)  # shot 1 queries, the rest are the gallery
+
+
+def _read(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _face(person: str, shot: int) -> Image.Image:
+    from reidkit.data.orl import orl_root
+
+    return Image.open(orl_root() / person / f"{shot}.pgm").convert("RGB")
+
+
+def _write_csv(path: Path, header: list[str], rows: list[list[object]]) -> None:
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(header)
+        w.writerows(rows)
+
+
+@pytest.fixture(scope="module")
+def field(tmp_path_factory) -> dict:
+    """ORL faces two to a lossless 640x480 frame, with their boxes in every layout, and the
+    same subjects cropped out as small files in identity folders."""
+    root = tmp_path_factory.mktemp("field")
+    (root / "frames").mkdir()
+    subjects = [(p, s) for p in PEOPLE for s in SHOTS]
+    rng = np.random.default_rng(0)
+    boxes: dict[tuple[str, int], tuple[str, list[int]]] = {}
+    for f in range(0, len(subjects), 2):
+        frame = Image.fromarray(rng.integers(0, 255, (480, 640, 3), dtype=np.uint8))
+        name = f"frames/f{f // 2}.png"
+        for slot, (p, s) in enumerate(subjects[f:f + 2]):
+            face = _face(p, s).resize((184, 224))
+            x, y = 40 + slot * 300 + int(rng.integers(0, 40)), 30 + int(rng.integers(0, 200))
+            frame.paste(face, (x, y))
+            boxes[(p, s)] = (name, [x, y, 184, 224])
+        frame.save(root / name)
+    for (p, s), (name, (x, y, w, h)) in boxes.items():
+        side = "query" if s == 1 else "gallery"
+        out = root / "crops" / side / p / f"{s}.png"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        Image.open(root / name).crop((x, y, x + w, y + h)).save(out)
+    ids: dict[tuple[str, str], dict[str, str]] = {}  # (layout, side) -> item id -> subject
+    for side, shots in (("query", SHOTS[:1]), ("gallery", SHOTS[1:])):
+        keys = [(p, s) for p in PEOPLE for s in shots]
+        _write_csv(root / f"{side}.csv", ["image_id", "path", "identity", "bbox"],
+                   [[f"{p}_{s}", boxes[p, s][0], p, json.dumps(boxes[p, s][1])] for p, s in keys])
+        ids["metadata", side] = {f"{p}_{s}": f"{p}_{s}" for p, s in keys}
+        ids["wildlife", side], ids["coco", side], ids["folders", side] = {}, {}, {f"{p}/{s}.png": f"{p}_{s}" for p, s in keys}
+        seen: dict[str, int] = {}
+        wild_rows = []
+        for p, s in keys:
+            name = boxes[p, s][0]
+            seen[name] = seen.get(name, 0) + 1
+            ids["wildlife", side][name if seen[name] == 1 else f"{name}#{seen[name]}"] = f"{p}_{s}"
+            wild_rows.append([p, name, str(boxes[p, s][1])])
+        _write_csv(root / f"{side}_wild.csv", ["identity", "path", "bbox"], wild_rows)
+        frames = sorted({boxes[k][0] for k in keys})
+        anns = []
+        for n, (p, s) in enumerate(keys, start=100 if side == "query" else 200):
+            anns.append({"id": n, "image_id": frames.index(boxes[p, s][0]) + 1, "bbox": boxes[p, s][1], "name": p})
+            ids["coco", side][str(n)] = f"{p}_{s}"
+        coco = {"images": [{"id": i + 1, "file_name": f} for i, f in enumerate(frames)], "annotations": anns}
+        (root / f"{side}.json").write_text(json.dumps(coco))
+    return {"root": root, "boxes": boxes, "ids": ids}
+
+
+# ---------------------------------------------------------------------------------------
+# readers (Python API, no model)
+
+
+def test_every_layout_reads_the_same_subjects(field):
+    from reidkit.data.items import read_items
+
+    root = field["root"]
+    for source, layout in ((root / "gallery.csv", "metadata"), (root / "gallery_wild.csv", "wildlife"), (root / "gallery.json", "coco")):
+        found = read_items(source)
+        assert found.layout == layout and not found.problems
+        got = {field["ids"][layout, "gallery"][it.id]: (it.path.relative_to(root.resolve()).as_posix(), list(it.bbox or ()), it.identity)
+               for it in found.items}
+        want = {f"{p}_{s}": (field["boxes"][p, s][0], [float(v) for v in field["boxes"][p, s][1]], p) for p in PEOPLE for s in SHOTS[1:]}
+        assert got == want
+    folder = read_items(root / "crops" / "gallery")
+    assert folder.layout == "folders" and {it.identity for it in folder.items} == set(PEOPLE)
+    assert all(it.bbox is None for it in folder.items)
+
+
+def test_bad_boxes_are_reported_with_their_row_and_left_out(tmp_path):
+    from reidkit.data.items import read_items
+
+    Image.new("RGB", (50, 40)).save(tmp_path / "a.png")
+    rows = [["a", "a.png", "x", "[1, 2, 10, 10]"], ["b", "a.png", "x", "[1, 2, 0, 10]"], ["c", "a.png", "x", "[1, two, 3, 4]"],
+            ["d", "a.png", "x", "[1, 2, 3]"], ["e", "a.png", "x", ""], ["f", "../a.png", "x", "[0, 0, 5, 5]"]]
+    _write_csv(tmp_path / "m.csv", ["image_id", "path", "whale_id", "bbox"], rows)
+    found = read_items(tmp_path / "m.csv")
+    assert [it.id for it in found.items] == ["a", "e"]
+    assert found.items[1].bbox is None  # an empty cell is the whole photo
+    reasons = dict(found.problems)
+    assert set(reasons) == {f"{tmp_path / 'm.csv'}, line {n}" for n in (3, 4, 5, 7)}
+    assert "empty" in reasons[f"{tmp_path / 'm.csv'}, line 3"] and "non-numeric" in reasons[f"{tmp_path / 'm.csv'}, line 4"]
+    coco = {"images": [{"id": 1, "file_name": "a.png"}],
+            "annotations": [{"id": 7, "image_id": 1, "bbox": [0, 0, "w", 5]}, {"id": 8, "image_id": 1, "bbox": [0, 0, 5, 5]},
+                            {"id": 9, "image_id": 2, "bbox": [0, 0, 5, 5]}, {"id": 10, "image_id": 1}]}
+    (tmp_path / "c.json").write_text(json.dumps(coco))
+    found = read_items(tmp_path / "c.json")
+    assert [it.id for it in found.items] == ["8"]
+    assert [w.rsplit(", ", 1)[1] for w, _ in found.problems] == ["annotation 7", "annotation 9"]
+
+
+def test_unknown_identity_never_trains_and_coco_identity_key(tmp_path):
+    from reidkit.data.items import read_items
+    from reidkit.data.sources import read_labelled
+
+    Image.new("RGB", (50, 40)).save(tmp_path / "a.png")
+    _write_csv(tmp_path / "w.csv", ["identity", "path", "bbox"],
+               [["zoe", "a.png", "[0, 0, 10, 10]"], ["unknown", "a.png", "[10, 0, 10, 10]"], ["max", "a.png", ""]])
+    samples = read_labelled(tmp_path / "w.csv")
+    assert [(s.identity, s.bbox) for s in samples] == [("zoe", (0.0, 0.0, 10.0, 10.0)), ("max", None)]
+    coco = {"images": [{"id": 1, "file_name": "a.png"}],
+            "annotations": [{"id": 1, "image_id": 1, "bbox": [0, 0, 5, 5], "name": "n1", "individual": "i1"}]}
+    (tmp_path / "c.json").write_text(json.dumps(coco))
+    assert read_items(tmp_path / "c.json").items[0].identity == "n1"
+    assert read_items(tmp_path / "c.json", coco_identity="individual").items[0].identity == "i1"
+
+
+def test_training_and_parity_images_crop_the_boxes(field):
+    from reidkit.data.sources import read_labelled
+    from reidkit.export.parity import parity_images
+    from reidkit.train.dataset import decode_all
+
+    root = field["root"]
+    kept, images = decode_all(read_labelled(root / "gallery.json"))
+    subjects = [(p, shot) for p in PEOPLE for shot in SHOTS[1:]]
+    assert [s.identity for s in kept] == [p for p, _ in subjects]
+    for im, (p, shot) in zip(images, subjects):  # what training sees is the subject, pixel for pixel
+        assert np.array_equal(np.asarray(im), np.asarray(Image.open(root / "crops" / "gallery" / p / f"{shot}.png")))
+    parity = parity_images(root / "query.csv")
+    assert [np.asarray(im).tolist() == np.asarray(Image.open(root / "crops" / "query" / p / "1.png")).tolist()
+            for im, p in zip(parity, PEOPLE)] == [True] * len(PEOPLE)
+
+
+# ---------------------------------------------------------------------------------------
+# decoding: boxes, EXIF orientation, DCT-scaled JPEGs
+
+
+def _jpeg(img: Image.Image, **kw) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=92, **kw)
+    return buf.getvalue()
+
+
+def _camera_frame(face: Image.Image, size=(4000, 3000), box=(1300, 700, 1150, 1400), seed=0) -> tuple[Image.Image, tuple]:
+    rng = np.random.default_rng(seed)
+    frame = Image.fromarray(rng.integers(0, 255, (size[1] // 8, size[0] // 8, 3), dtype=np.uint8)).resize(size)
+    frame.paste(face.resize(box[2:], Image.Resampling.BICUBIC), box[:2])
+    return frame, box
+
+
+def test_draft_decodes_at_the_largest_reduction_that_still_covers_the_input():
+    from reidkit.imaging import decode_rgb
+
+    frame, box = _camera_frame(_face("s1", 1))
+    data = _jpeg(frame)
+    crop = decode_rgb(data, box=box, min_hw=(128, 112))
+    assert crop.height >= 128 and crop.width >= 112  # never smaller than the member input
+    assert 1150 / 8 <= crop.width <= 1150 / 8 + 2 and 1400 / 8 <= crop.height <= 1400 / 8 + 2  # 1/8, the largest reduction
+    whole = decode_rgb(data, min_hw=(128, 112))
+    assert whole.size == (500, 375)
+    assert decode_rgb(data, box=box, min_hw=(600, 500)).size == (575, 700)  # 1/2; 1/4 would leave 288x350
+    assert decode_rgb(data, box=box).size == (1150, 1400)  # no input size given: full resolution
+
+
+def test_boxes_are_in_displayed_pixels_and_clipped():
+    from reidkit.imaging import ImageDecodeError, decode_rgb
+
+    rng = np.random.default_rng(1)
+    stored = Image.fromarray(rng.integers(0, 255, (300, 400, 3), dtype=np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored landscape, displayed portrait (rotated 90 degrees clockwise)
+    data = _jpeg(stored, exif=exif)
+    shown = decode_rgb(data)
+    assert shown.size == (300, 400)
+    box = (50, 220, 200, 150)  # fits only the portrait image as displayed
+    crop = decode_rgb(data, box=box)
+    assert crop.size == (200, 150)
+    assert np.array_equal(np.asarray(crop), np.asarray(shown.crop((50, 220, 250, 370))))
+    assert decode_rgb(data, box=(-20, 300, 100, 500)).size == (80, 100)  # partly outside: clipped
+    with pytest.raises(ImageDecodeError, match="outside"):
+        decode_rgb(data, box=(300, 0, 10, 10))
+
+
+def test_synth_camera_writes_frames_with_boxes_in_both_layouts(tmp_path):
+    from reidkit.data.items import read_items
+
+    out = tmp_path / "cam"
+    cli("reid", "synth", out, "--camera", "--camera-size", "640x480", "--images", "8", "--identities", "3", "--scenarios", "1")
+    meta, coco = read_items(out / "metadata.csv"), read_items(out / "annotations.json")
+    assert len(meta.items) == len(coco.items) == 8
+    for a, b in zip(meta.items, coco.items):
+        assert a.path == b.path and a.bbox == b.bbox and a.identity == b.identity
+        assert Image.open(a.path).size == (640, 480)
+        x, y, w, h = a.bbox
+        assert 0 <= x and x + w <= 640 and 0 <= y and y + h <= 480
+    again = tmp_path / "again"
+    cli("reid", "synth", again, "--camera", "--camera-size", "640x480", "--images", "8", "--identities", "3", "--scenarios", "1")
+    assert (again / "metadata.csv").read_text() == (out / "metadata.csv").read_text()
+    bad = cli("reid", "synth", tmp_path / "x", "--camera", "--camera-size", "640", check=False)
+    assert bad.returncode == 2 and "WIDTHxHEIGHT" in bad.stderr
+
+
+# ---------------------------------------------------------------------------------------
+# through reid infer, on an exported bundle
+
+
+def _rows_by_subject(path: Path, ids: dict, q_layout: str, g_layout: str) -> list[tuple[str, str, float]]:
+    return [(ids[q_layout, "query"][r["query_id"]], ids[g_layout, "gallery"][r["database_image_id"]], float(r["score"]))
+            for r in _read(path)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("query,gallery,q_layout,g_layout", [
+    ("query.csv", "gallery.json", "metadata", "coco"),
+    ("query.json", "gallery_wild.csv", "coco", "wildlife"),
+    ("query_wild.csv", "gallery.csv", "wildlife", "metadata"),
+])
+def test_every_layout_ranks_like_the_cropped_files(tmp_path, bundle, field, query, gallery, q_layout, g_layout):
+    root, ids = field["root"], field["ids"]
+    ref = tmp_path / "ref.csv"
+    cli("reid", "infer", "--model", bundle, "--query", root / "crops" / "query", "--gallery", root / "crops" / "gallery", "-o", ref, "--quiet")
+    out = tmp_path / "out.csv"
+    cli("reid", "infer", "--model", bundle, "--query", root / query, "--gallery", root / gallery, "-o", out, "--quiet")
+    want = _rows_by_subject(ref, ids, "folders", "folders")
+    got = _rows_by_subject(out, ids, q_layout, g_layout)
+    assert [(q, g) for q, g, _ in got] == [(q, g) for q, g, _ in want]
+    assert np.allclose([s for *_, s in got], [s for *_, s in want], atol=1e-5)
+
+
+@pytest.mark.slow
+def test_bad_box_is_reported_with_its_row_and_the_run_finishes(tmp_path, bundle, field):
+    root = field["root"]
+    rows = list(csv.reader((root / "gallery.csv").read_text().splitlines()))
+    rows[2][3] = "[10, 10, abc, 5]"  # line 3 of the file
+    rows.append(["far", rows[1][1], "s1", "[9000, 9000, 10, 10]"])  # wholly outside the frame: found when decoded
+    bad = root / "gallery_bad.csv"
+    _write_csv(bad, rows[0], rows[1:])
+    out = tmp_path / "out.csv"
+    res = cli("reid", "infer", "--model", bundle, "--query", root / "query.csv", "--gallery", bad, "-o", out, "--quiet")
+    assert f"skipped {bad}, line 3: bbox" in res.stderr and "non-numeric" in res.stderr
+    assert "bbox [9000, 9000, 10, 10]: box [9000, 9000, 10, 10] lies outside the 640x480 image" in res.stderr
+    gids = {r["database_image_id"] for r in _read(out)}
+    assert gids == {r[0] for r in rows[1:]} - {rows[2][0], "far"}
+    strict = cli("reid", "infer", "--model", bundle, "--query", root / "query.csv", "--gallery", bad, "-o", out, "--quiet", "--strict",
+                 check=False)
+    assert strict.returncode == 1
+
+
+@pytest.mark.slow
+def test_unknown_identity_is_never_a_match(tmp_path, bundle, field):
+    root = field["root"]
+    rows = list(csv.reader((root / "gallery_wild.csv").read_text().splitlines()))
+    for r in rows[1:]:
+        if r[0] in ("s1", "s2"):
+            r[0] = "unknown"  # two people not identified yet: they must not merge into one individual
+    _write_csv(root / "gallery_unknown.csv", rows[0], rows[1:])
+    out = tmp_path / "ids.csv"
+    cli("reid", "infer", "--model", bundle, "--query", root / "query.csv", "--gallery", root / "gallery_unknown.csv", "--by", "identity",
+        "-o", out, "--quiet")
+    got = _read(out)
+    assert got and {r["identity"] for r in got} == {"s3", "s4"}
+
+
+@pytest.mark.slow
+def test_a_12mp_frame_with_a_box_embeds_like_the_cropped_face(tmp_path, bundle):
+    from reidkit.imaging import ImageRef
+    from reidkit.runtime.bundle import load_bundle
+
+    face = _face("s5", 3)
+    frame, box = _camera_frame(face)
+    frame.save(tmp_path / "frame.jpg", quality=92)
+    frame.crop((box[0], box[1], box[0] + box[2], box[1] + box[3])).save(tmp_path / "crop.png")
+    other = _camera_frame(_face("s9", 3), seed=1)[0]
+    other.save(tmp_path / "other.jpg", quality=92)
+    with load_bundle(bundle).embedder("ort-cpu", "fp32", None, 8, 2, 1) as emb:
+        e = emb.embed([ImageRef(tmp_path / "frame.jpg", box), tmp_path / "crop.png", tmp_path / "frame.jpg",
+                       ImageRef(tmp_path / "other.jpg", box)])
+    assert not e.skipped and len(set(e.keys)) == 4  # the box is part of the cache key
+    v = e.vectors
+    own = float(v[0] @ v[1])
+    assert own > 0.99
+    assert own > float(v[0] @ v[2]) and own > float(v[0] @ v[3])
+
+
+@pytest.mark.slow
+def test_scenario_mode_crops_the_metadata_boxes(tmp_path, bundle):
+    from reidkit.imaging import ImageRef
+    from reidkit.runtime.bundle import load_bundle
+
+    data = tmp_path / "cam"
+    cli("reid", "synth", data, "--camera", "--camera-size", "640x480", "--images", "12", "--identities", "3", "--scenarios", "2")
+    rows = list(csv.reader((data / "metadata.csv").read_text().splitlines()))
+    rows[1][-1] = "oops"  # line 2: never embedded, reported
+    _write_csv(data / "metadata.csv", rows[0], rows[1:])
+    res = cli("reid", "infer", "--model", bundle, "--scenarios", data / "query_scenarios.csv", "--metadata", data / "metadata.csv",
+              "-o", tmp_path / "sub.csv", "--embeddings-out", tmp_path / "e.npz", "--quiet", "--backend", "ort-cpu")
+    assert f"skipped {data / 'metadata.csv'}, line 2: bbox 'oops'" in res.stderr
+    saved = np.load(tmp_path / "e.npz")
+    got = dict(zip(saved["ids"].tolist(), saved["embeddings"]))
+    assert rows[1][0] not in got and rows[1][0] not in {r["database_image_id"] for r in _read(tmp_path / "sub.csv")}
+    iid, rel, box = rows[2][0], rows[2][1], json.loads(rows[2][-1])
+    with load_bundle(bundle).embedder("ort-cpu", "fp32", None, 8, 2, 1) as emb:
+        crop, whole = emb.embed([ImageRef(data / rel, box), data / rel]).vectors
+    assert np.allclose(got[iid], crop, atol=1e-5) and not np.allclose(got[iid], whole, atol=1e-2)
