@@ -6,7 +6,7 @@ whales) and saved as JPEG. One bundle embeds, in one interleaved run per frame s
 
 - ``full``: every frame decoded at full resolution, then cropped (``Embedder.reduced_decode = False``);
 - ``scaled``: the default, the frame decoded at the largest DCT reduction that still leaves the
-  box at least the largest member input, then cropped;
+  box at least ``DECODE_HEADROOM`` (``reidkit.runtime.embedder``) times the largest member input, then cropped;
 - ``small``: the same faces as the small pre-cropped files (the ORL PGMs), the layout the
   demo measures.
 

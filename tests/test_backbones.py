@@ -3,8 +3,9 @@
 timm's tiny ``test_*`` models cover the layouts in seconds: plain CNNs, a ViT (position
 embedding built for the input size), MaxViT (windows and grids that must divide the feature
 maps), and a Swin (channels-last feature maps, shifted windows). Each goes through the CLI as
-a user would: ``reid train``, ``reid export --fp16 --mnn`` (every artefact through the parity
-gate) and ``reid infer`` on onnxruntime, OpenVINO and MNN.
+a user would: ``reid train --weights`` from a file saved at the model's default size (timm
+resamples what depends on the size), ``reid export --fp16 --mnn`` (every artefact through the
+parity gate) and ``reid infer`` on onnxruntime, OpenVINO and MNN.
 """
 
 from __future__ import annotations
@@ -20,15 +21,16 @@ import pytest
 from conftest import cli
 from reidkit.checkpoint_meta import read_member_metadata
 
-# (backbone, HxW): each at a size its windows and patches take, none of them square. Swin is
-# timm's smallest (there is no test_* Swin), at a small size so that it trains in seconds.
+# (backbone, HxW, whether its weights depend on the input size): each at a size its windows and
+# patches take, none of them square. Swin is timm's smallest (there is no test_* Swin), at a
+# small size so that it trains in seconds.
 BACKBONES = [
-    ("test_vit", "96x64"),
-    ("test_convnext", "64x96"),
-    ("test_maxvit", "96x64"),
-    ("test_efficientnet", "80x48"),
-    ("test_byobnet", "64x96"),
-    ("swin_tiny_patch4_window7_224", "64x32"),
+    ("test_vit", "96x64", True),  # position embedding
+    ("test_convnext", "64x96", False),
+    ("test_maxvit", "96x64", True),  # relative-position tables of its windows
+    ("test_efficientnet", "80x48", False),
+    ("test_byobnet", "64x96", False),
+    ("swin_tiny_patch4_window7_224", "64x32", True),  # ditto; and NHWC feature maps
 ]
 ENGINES = ("ort-cpu", "openvino", "mnn")
 SMALL = ["--data", "orl:1-3", "--val-identities", "0", "--epochs", "1", "--embedding-dim", "16", "--batch-size", "8",
@@ -54,14 +56,20 @@ def _scores(path: Path) -> dict[tuple[str, str], float]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backbone,size", BACKBONES, ids=[b for b, _ in BACKBONES])
-def test_backbone_trains_exports_and_runs_on_every_cpu_engine(tmp_path, faces, backbone, size):
+@pytest.mark.parametrize("backbone,size,sized_weights", BACKBONES, ids=[b[0] for b in BACKBONES])
+def test_backbone_trains_exports_and_runs_on_every_cpu_engine(tmp_path, faces, backbone, size, sized_weights):
     import onnx
+    import timm
+    from safetensors.torch import save_file
 
+    weights = tmp_path / "start.safetensors"  # the whole network at timm's default size, as pretrained files come
+    save_file({k: v.contiguous() for k, v in timm.create_model(backbone).state_dict().items()}, str(weights))
     ckpt, bundle = tmp_path / "m.safetensors", tmp_path / "bundle"
-    cli("reid-train", *SMALL, "--backbone", backbone, "--image-size", size, "--out", ckpt)
+    cli("reid-train", *SMALL, "--backbone", backbone, "--image-size", size, "--weights", weights, "--out", ckpt)
     h, w = map(int, size.split("x"))
-    assert read_member_metadata(ckpt)["member"]["input_size"] == [h, w]
+    meta = read_member_metadata(ckpt)
+    assert meta["member"]["input_size"] == [h, w] and meta["pretrained_weights"]["file"] == weights.name
+    assert ("resampled" in meta["pretrained_weights"]["match"]) == sized_weights  # by timm, when loaded
 
     cli("reid-export", ckpt, "-o", bundle, "--fp16", "--mnn")
     (member,) = json.loads((bundle / "manifest.json").read_text())["members"]
@@ -111,17 +119,3 @@ def test_an_ensemble_refuses_a_bad_member_size_before_training_the_first(tmp_pat
     assert res.returncode == 2, res.stderr
     assert "member 2" in res.stderr and "100x70" in res.stderr and "96x64" in res.stderr
     assert not (tmp_path / "a.safetensors").exists()  # nothing was trained
-
-
-@pytest.mark.slow
-def test_weights_saved_at_another_size_are_resampled_by_timm(tmp_path):
-    """A ViT file saved at the model's default size loads into a member built for 96x64."""
-    import timm
-    from safetensors.torch import save_file
-
-    weights = tmp_path / "vit.safetensors"
-    save_file({k: v.contiguous() for k, v in timm.create_model("test_vit").state_dict().items()}, str(weights))
-    ckpt = tmp_path / "m.safetensors"
-    cli("reid-train", *SMALL, "--backbone", "test_vit", "--image-size", "96x64", "--weights", weights, "--out", ckpt)
-    info = read_member_metadata(ckpt)["pretrained_weights"]
-    assert info["file"] == "vit.safetensors" and "resampled" in info["match"]

@@ -107,3 +107,23 @@ def test_benchmarks_import_reidkit_like_users():
     """Tools re-run by maintainers import the installed package, never a patched sys.path."""
     offenders = [p.name for p in (ROOT / "benchmarks").rglob("*.py") if "sys.path" in p.read_text(encoding="utf-8")]
     assert not offenders, offenders
+
+
+def test_one_reid_command_lists_every_subcommand_and_each_alias_answers_help():
+    import re
+    import subprocess
+    import sys
+
+    from reidkit.cli import COMMANDS
+
+    bin_dir = Path(sys.executable).parent
+    top = subprocess.run([str(bin_dir / "reid"), "--help"], capture_output=True, text=True, check=True).stdout
+    listed = re.findall(r"^  (\w+)\s", top.split("Commands:")[1], re.M)
+    assert listed == list(COMMANDS) and {"train", "export", "infer", "eval", "review", "bench", "synth", "catalogue"} <= set(listed)
+    for name in COMMANDS:
+        sub = subprocess.run([str(bin_dir / "reid"), name, "--help"], capture_output=True, text=True)
+        alias = subprocess.run([str(bin_dir / f"reid-{name}"), "--help"], capture_output=True, text=True)
+        assert sub.returncode == 0 and alias.returncode == 0, (name, sub.stderr, alias.stderr)
+        assert sub.stdout.split("\n", 1)[1] == alias.stdout.split("\n", 1)[1]  # the same command under two names
+        # help explains; it does not carry work history
+        assert not re.search(r"\bissue \d|\bsession\b", sub.stdout, re.I), name

@@ -13,6 +13,9 @@ from typing import Any
 import click
 
 from reidkit.cli.common import CONTEXT, engine_options, friendly, image_sources, labels_option, model_option, quiet_option
+from reidkit.runtime.request import InferRequest
+
+D = InferRequest(model=Path(), out=Path())  # the defaults live on the request, once
 
 
 @click.command("infer", context_settings=CONTEXT)
@@ -22,34 +25,34 @@ from reidkit.cli.common import CONTEXT, engine_options, friendly, image_sources,
               help="COCO JSON --query/--gallery: the annotation key that names the individual (default: identity, else name).")
 @click.option("-o", "--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Output CSV: query_id,database_image_id,score (or the --by identity columns).")
-@click.option("--top-k", default=20, type=click.IntRange(1, 10_000), help="Rows per query (scenario mode: at most 20).")
-@engine_options()
+@click.option("--top-k", default=D.top_k, type=click.IntRange(1, 10_000), help="Rows per query (scenario mode: at most 20).")
+@engine_options(D.batch_size)
 @click.option("--cache", type=click.Path(dir_okay=False, path_type=Path), help="SQLite embedding cache: reruns and resumed runs skip finished images.")
 @click.option("--embeddings-out", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the embeddings with their ids: .npz, or .parquet (id, embedding, content_hash).")
-@click.option("--qe", default=0, type=click.IntRange(0, 100),
+@click.option("--qe", default=D.qe, type=click.IntRange(0, 100),
               help="Query expansion: each query also searches with its K nearest gallery images (never its own). "
                    "Helps where each individual has several gallery photos.")
-@click.option("--dba", default=0, type=click.IntRange(0, 100),
+@click.option("--dba", default=D.dba, type=click.IntRange(0, 100),
               help="Database-side augmentation: each gallery embedding becomes the mean of itself and its K nearest gallery embeddings.")
-@click.option("--index", "index_kind", default="auto", type=click.Choice(["auto", "exact", "ivf", "hnsw"]),
+@click.option("--index", "index_kind", default=D.index_kind, type=click.Choice(["auto", "exact", "ivf", "hnsw"]),
               help="Gallery search: exact (faiss flat), ivf (IndexIVFFlat), hnsw (IndexHNSWFlat); auto picks exact for "
                    "small galleries and HNSW for large ones (docs/results.md).")
 @click.option("--index-file", type=click.Path(path_type=Path),
               help="Folder mode: keep the gallery's index in this directory; reused while the bundle and gallery are the same, "
                    "extended when images were only added, rebuilt otherwise (index once, query many times; pair with --cache).")
 @click.option("--rerank", is_flag=True, help="k-reciprocal re-ranking (k1=20, k2=6, lambda=0.3) on each query's shortlist.")
-@click.option("--rerank-shortlist", default=100, type=click.IntRange(2, 10_000), help="Gallery candidates per query that --rerank re-orders.")
+@click.option("--rerank-shortlist", default=D.rerank_shortlist, type=click.IntRange(2, 10_000), help="Gallery candidates per query that --rerank re-orders.")
 @click.option("--ray", "ray_address", help="Embed on a Ray cluster: 'local' starts one on this machine, or a cluster address "
                                           "(auto, ray://head:10001). pip install 'reidkit[ray]'.")
 @click.option("--ray-parquet", help="With --ray: directory or cloud URI (s3://...) for the embeddings as Parquet (default: a temporary directory).")
 @click.option("--strict", is_flag=True, help="Exit 1 if any image was skipped.")
 @quiet_option
 @click.option("--report-json", type=click.Path(dir_okay=False, path_type=Path), help="Write the run summary (timings, skipped files) as JSON.")
-@click.option("--by", default="image", type=click.Choice(["image", "identity"]),
+@click.option("--by", default=D.by, type=click.Choice(["image", "identity"]),
               help="identity: rank individuals, one row per (query, identity): query_id,identity,score,database_image_id. "
                    "Needs a folder-per-identity --gallery, or metadata whale_id in scenario mode.")
-@click.option("--aggregate", default="max", type=click.Choice(["max", "mean-top2"]),
+@click.option("--aggregate", default=D.aggregate, type=click.Choice(["max", "mean-top2"]),
               help="With --by identity: an identity's score is its best image (max) or the mean of its two best (mean-top2).")
 @click.option("--calibration", type=click.Path(dir_okay=False, path_type=Path),
               help="A `reid eval --calibrate` file: adds p_same, the probability that each row is the query's individual.")

@@ -119,8 +119,8 @@ def build_review(matches: Path, cat: Catalogue, top_k: int | None = None) -> Rev
     queries = []
     by_identity: dict[str, list[str]] = defaultdict(list)
     if kind == "identity":
-        for image_id, ident in cat.db_identity.items():
-            by_identity[ident].append(image_id)
+        for image_id, who in cat.db_identity.items():
+            by_identity[who].append(image_id)
     for qid, rows in per.items():
         if qid not in cat.query_path:
             raise ReidkitError(f"{matches}: query {qid!r} is not among the query images given; pass the same "

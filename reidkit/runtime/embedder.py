@@ -37,6 +37,11 @@ if TYPE_CHECKING:
 
 __all__ = ["EmbedStats", "Embedder", "Embeddings", "SizeKey", "fuse", "input_sizes", "resize_stacks", "run_members"]
 
+# A JPEG is decoded at the largest DCT reduction that still leaves the crop this many times the
+# member's input: at 1x the resize from a barely-large-enough crop moved mAP@20 by 0.02 on camera
+# frames, at 2x by under 0.01 for 18% more decode time (benchmarks/results/camera-photos.md).
+DECODE_HEADROOM = 2
+
 Input = Any  # str | os.PathLike | ImageRef (a file, or a box on it) | PIL.Image.Image | np.ndarray (uint8 HxW, HxWx3 or HxWx4)
 
 
@@ -132,8 +137,9 @@ class Embedder:
                 key = content_key(f"{key} bbox {ref.bbox!r}".encode())
             if key in known:
                 return key, None, time.perf_counter() - t
-            # decoded once, at the DCT reduction that still covers the largest member input
-            need = (max(sz[0] for sz in self.sizes), max(sz[1] for sz in self.sizes)) if self.reduced_decode else None
+            # decoded once, at the DCT reduction that still covers DECODE_HEADROOM x the largest member input
+            need = (DECODE_HEADROOM * max(sz[0] for sz in self.sizes),
+                    DECODE_HEADROOM * max(sz[1] for sz in self.sizes)) if self.reduced_decode else None
             img = decode_rgb(data, str(ref), self.max_pixels, box=ref.bbox, min_hw=need)
         else:
             img = to_rgb(item) if isinstance(item, Image.Image) else from_array(item)
