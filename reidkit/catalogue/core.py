@@ -338,9 +338,10 @@ def undo(root: Path) -> dict[str, Any]:
         return last
 
 
-def info(root: Path) -> dict[str, Any]:
+def info(root: Path, history: bool = False) -> dict[str, Any]:
     """The catalogue as a document: what is in it (``state_sha256`` covers every identity, image and
-    embedding), its bundle, the applies in force, and the undone ones."""
+    embedding), its bundle and the applies in force; so an undo gives back exactly the document
+    before the apply it reverts. ``history`` adds the undone applies, which the log keeps."""
     with Store(root) as store:
         counts = dict(store.db.execute("SELECT identities.name, COUNT(images.id) FROM identities LEFT JOIN images "
                                        "ON images.identity = identities.id GROUP BY identities.id ORDER BY identities.name").fetchall())
@@ -352,6 +353,6 @@ def info(root: Path) -> dict[str, Any]:
             "images": sum(counts.values()),
             "state_sha256": store.state_digest(),
             "applies": store.applies(),
-            "undone": store.undone(),
+            **({"undone": store.undone()} if history else {}),
         }
 

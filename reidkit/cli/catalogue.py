@@ -150,12 +150,13 @@ def undo_cmd(catalogue: Path) -> None:
 @catalogue_cmd.command("info", context_settings=CONTEXT)
 @CAT
 @click.option("--json", "as_json", is_flag=True, help="The whole description as JSON.")
+@click.option("--history", is_flag=True, help="Also list the applies that were undone (the log keeps them).")
 @friendly()
-def info_cmd(catalogue: Path, as_json: bool) -> None:
+def info_cmd(catalogue: Path, as_json: bool, history: bool) -> None:
     """What the catalogue holds: identities, images, its bundle, and the apply log."""
     from reidkit.catalogue import info
 
-    doc = info(catalogue)
+    doc = info(catalogue, history)
     if as_json:
         click.echo(json.dumps(doc, indent=2, sort_keys=True))
         return
@@ -164,5 +165,5 @@ def info_cmd(catalogue: Path, as_json: bool) -> None:
     click.echo(f"bundle {b['path']} ({b['backend']} {b['precision']}, {b['dim']}-d, key {str(b['key'])[:12]})")
     for a in doc["applies"]:
         click.echo(f"apply {a['apply']}: {a['time']} {a['reviewer']} {a['file']} sha256 {a['sha256'][:12]} {json.dumps(a['changes'], sort_keys=True)}")
-    for a in doc["undone"]:
+    for a in doc.get("undone", []):
         click.echo(f"undone apply {a['apply']}: {a['file']} ({a['reviewer']}), undone {a['undone_at']}")

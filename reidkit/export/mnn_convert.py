@@ -122,7 +122,7 @@ def exact_gelu(src: str | Path, dst: str | Path) -> int:
         add = only_reader(erf.output[0], "Add")
         mul = only_reader(add.output[0], "Mul") if add is not None else None
         half = only_reader(mul.output[0], "Mul") if mul is not None else None
-        if half is None:
+        if add is None or mul is None or half is None:
             continue
         x = next((i for i in mul.input if i != add.output[0]), None)
         c = next((i for i in half.input if i != mul.output[0]), None)

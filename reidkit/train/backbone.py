@@ -31,7 +31,7 @@ def create_backbone(name: str, size: Sequence[int], out_indices: tuple[int, ...]
     kw: dict[str, Any] = {"features_only": True, "out_indices": out_indices, "pretrained": pretrained}
     try:
         if sized:
-            size_kw = {"img_size": (int(size[0]), int(size[1]))}
+            size_kw: dict[str, Any] = {"img_size": (int(size[0]), int(size[1]))}
             try:
                 return timm.create_model(name, **kw, **size_kw), size_kw
             except TypeError as exc:  # the model's class has no img_size argument
