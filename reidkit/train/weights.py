@@ -4,7 +4,10 @@ Accepted: a timm-format state dict for the backbone (``.safetensors``, or a ``.p
 read with ``torch.load(weights_only=True)``, which never unpickles arbitrary objects), or
 the same network saved under another naming (e.g. the original EfficientNet-Lite0 port,
 torchvision's MobileNetV2), which timm's own ``remap_state_dict`` matches by order. Every
-tensor must then fit in shape; nothing is reshaped, nothing is silently skipped.
+tensor must then fit in shape; nothing is silently skipped. The one exception is what timm
+itself adapts when it loads pretrained weights: a timm-named file saved for another input size
+(a ViT's position embedding, Swin's and MaxViT's relative-position tables) goes through the
+model's own ``checkpoint_filter_fn``, which resamples those tensors to the member's size.
 
 The file is read against the *whole* timm network (its frame of reference); the parts a
 ``features_only`` backbone has no use for (classifier, head conv) are then dropped.
