@@ -62,6 +62,18 @@ class ItemSet:
     def identified(self) -> list[Item]:
         return [it for it in self.items if it.identity is not None]
 
+    def require_identified(self, purpose: str) -> list[Item]:
+        """The items that name an individual, for ``purpose`` (training, ``--by identity``): a source
+        that names none is refused; images that name none (no label, or ``unknown``) are left out, said once."""
+        kept = self.identified()
+        if not kept:
+            raise ReidkitError(f"{purpose} needs the individual of each image, and {self.source} names none "
+                               f"(a {' or '.join(schemas.METADATA_IDENTITY)} column, or the annotations' individual)")
+        if len(kept) < len(self.items):
+            log.info("%s: %d of %d images of %s name no individual (no label, or %r) and are left out", purpose,
+                     len(self.items) - len(kept), len(self.items), self.source, schemas.UNKNOWN_IDENTITY)
+        return kept
+
 
 def parse_bbox(value: Any) -> Box | None:
     """A ``bbox`` cell or JSON value as ``(x, y, w, h)``; None for an empty cell (the whole photo).

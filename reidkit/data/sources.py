@@ -6,17 +6,13 @@ a folder holding a ``metadata.csv``), a COCO JSON, or a folder-per-identity tree
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 from reidkit.data.folders import read_identity_folders
 from reidkit.data.orl import read_orl
 from reidkit.data.samples import Sample
-from reidkit.data import schemas
 from reidkit.data.items import read_items, report_problems
 from reidkit.errors import ReidkitError
-
-log = logging.getLogger("reidkit")
 
 
 def orl_people(spec: str) -> list[int]:
@@ -52,11 +48,5 @@ def read_labelled(data: str | Path, coco_identity: str | None = None) -> list[Sa
         return read_identity_folders(p)
     found = read_items(p, coco_identity)
     report_problems(found.problems)
-    kept = found.identified()
-    if not kept:
-        raise ReidkitError(f"{p} names no individuals; training and evaluation need the identity of each image "
-                           f"(a {' or '.join(schemas.METADATA_IDENTITY)} column, or the annotations' individual)")
-    if len(kept) < len(found.items):
-        log.warning("left out %d of %d images of %s that name no individual (no label, or %r)", len(found.items) - len(kept),
-                    len(found.items), p, schemas.UNKNOWN_IDENTITY)
+    kept = found.require_identified("training and evaluation")
     return [Sample(it.path, it.identity, it.extra.get("viewpoint"), it.id, it.bbox) for it in kept if it.identity is not None]

@@ -164,14 +164,7 @@ def _identified(found: ItemSet, gallery: Path) -> list[Item]:
     if found.layout == "folders":  # a loose image in a folder gallery is a mistake, not an unknown individual
         folder_identities([it.id for it in found.items], gallery)
         return found.items
-    kept = found.identified()
-    if not kept:
-        raise ReidkitError(f"--by identity needs the individual of gallery images, and {gallery} names none "
-                           f"(a {' or '.join(schemas.METADATA_IDENTITY)} column, or the annotations' individual)")
-    if len(kept) < len(found.items):
-        log.info("--by identity: %d of %d gallery images name no individual and are not ranked", len(found.items) - len(kept),
-                 len(found.items))
-    return kept
+    return found.require_identified("--by identity")
 
 
 def run_scenarios(embedder: ImageEmbedder, scenarios_csv: Path, metadata_csv: Path, out: Path, top_k: int = 20, qe: int = 0,
