@@ -167,3 +167,44 @@ def test_by_identity_in_scenario_mode_needs_whale_id(tmp_path, bundle, synth):
     res = cli("reid-infer", "--model", bundle, "--scenarios", ds / "query_scenarios.csv", "--metadata", ds / "metadata.csv",
               "-o", tmp_path / "r.csv", "--by", "identity", "--quiet", check=False)
     assert res.returncode == 2 and "whale_id" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+def test_group_by_encounter_ranks_each_sighting_once_and_never_proposes_its_own_photos(tmp_path, bundle):
+    """`reid infer --by identity --group-by encounter`: one ranking per encounter_id of the query CSV
+    (photos without one stand alone), none of whose candidates is a gallery photo of that encounter."""
+    from reidkit.data.orl import orl_root
+
+    import shutil
+
+    for p in ("s31", "s32", "s33", "s34"):  # metadata paths are relative to the CSV's folder
+        shutil.copytree(orl_root() / p, tmp_path / p)
+    enc = {("s31", 1): "e1", ("s31", 2): "e1", ("s32", 1): "e2", ("s32", 2): "e2", ("s32", 3): "e2"}
+    with open(tmp_path / "query.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["image_id", "path", "encounter_id"])
+        w.writerows([(f"{p}_{i}", f"{p}/{i}.pgm", e) for (p, i), e in enc.items()])
+        w.writerow(("s33_1", "s33/1.pgm", ""))  # stands alone
+    with open(tmp_path / "gallery.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["image_id", "path", "whale_id", "encounter_id"])
+        w.writerows([(f"g{p}_{i}", f"{p}/{i}.pgm", p, enc.get((p, i), "")) for p in ("s31", "s32", "s33", "s34")
+                     for i in range(1, 6)])
+    out = tmp_path / "enc.csv"
+    cli("reid-infer", "--model", bundle, "--query", tmp_path / "query.csv", "--gallery", tmp_path / "gallery.csv", "-o", out,
+        "--by", "identity", "--group-by", "encounter", "--top-k", "4", "--backend", "ort-cpu", "--review", tmp_path / "page", "--quiet")
+    rows = list(csv.DictReader(open(out, newline="")))
+    per: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        per[r["query_id"]].append(r)
+    assert set(per) == {"e1", "e2", "s33_1"}
+    own = {e: {f"g{p}_{i}" for (p, i), x in enc.items() if x == e} for e in ("e1", "e2")}
+    for e, rs in per.items():
+        assert len({r["identity"] for r in rs}) == len(rs) == 4  # every gallery individual once
+        assert [float(r["score"]) for r in rs] == sorted((float(r["score"]) for r in rs), reverse=True)
+        assert not {r["database_image_id"] for r in rs} & own.get(e, set()), e  # never a photo of the sighting itself
+    page = (tmp_path / "page" / "index.html").read_text(encoding="utf-8")
+    assert all(f'data-query="{q}"' in page for q in per)  # one page block per encounter
+    bad = cli("reid-infer", "--model", bundle, "--query", tmp_path / "query.csv", "--gallery", tmp_path / "gallery.csv",
+              "-o", tmp_path / "x.csv", "--group-by", "encounter", check=False)
+    assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "--by identity" in bad.stderr
+    assert not (tmp_path / "x.csv").exists()

@@ -126,7 +126,7 @@ def test_open_set_options_are_checked_before_any_work(tmp_path, args, needle):
 
 @pytest.mark.parametrize("fusion, expected_b", [("max", 0.5 / np.sqrt(1.25)), ("mean", 0.25 / np.sqrt(1.25))])
 def test_an_encounter_is_ranked_once_and_never_by_its_own_images(fusion, expected_b):
-    from reidkit.catalogue.encounters import rank_encounters
+    from reidkit.runtime.encounters import rank_encounters
 
     G = np.eye(3, dtype=np.float32)  # A (photographed in encounter e1), B, C
     p2 = np.array([1, 0.5, 0], np.float32) / np.sqrt(1.25)

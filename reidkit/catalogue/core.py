@@ -24,12 +24,11 @@ from reidkit.catalogue.store import DB_NAME, INDEX_META, INDEX_NAME, Query, Stor
 from reidkit.data import schemas
 from reidkit.data.csvio import read_rows, write_rows
 from reidkit.errors import ReidkitError
+from reidkit.runtime.encounters import GROUPINGS, rank_encounters
 
 log = logging.getLogger("reidkit")
 
 CONFIRM, REJECT, NEW = schemas.DECISION_KINDS
-GROUPINGS = ("image", "encounter")
-FUSIONS = ("max", "mean")
 
 
 class ConflictError(ReidkitError):
@@ -166,8 +165,6 @@ def match(root: Path, query: Path, out: Path, *, model: Path | None = None, back
         gal = store.index_vectors()
         own_of = {s: j for j, s in enumerate(gal.subjects)}
         if group_by == "encounter":
-            from reidkit.catalogue.encounters import rank_encounters
-
             qids, results = rank_encounters(gal.vectors, Q, gal.identities, [own_of.get(q.subject, -1) for q in queries],
                                             [q.encounter or q.id for q in queries], top_k, fusion, gal.encounters)
         else:

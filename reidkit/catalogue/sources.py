@@ -6,11 +6,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from reidkit.data import schemas
 from reidkit.data.items import Item, read_items, report_problems
 from reidkit.errors import ReidkitError
 from reidkit.imaging import format_box
 
-ENCOUNTER = "encounter_id"
+ENCOUNTER = schemas.ENCOUNTER
 
 
 def read_gallery(source: Path) -> list[Item]:

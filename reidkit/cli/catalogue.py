@@ -11,6 +11,7 @@ import click
 from reidkit.cli.common import CONTEXT, friendly, quiet_option
 from reidkit.runtime.backends.registry import CHOICES
 from reidkit.runtime.bundle_format import PRECISIONS
+from reidkit.runtime.encounters import FUSIONS, GROUPINGS
 
 CAT = click.argument("catalogue", type=click.Path(file_okay=False, path_type=Path))
 
@@ -79,10 +80,10 @@ def init_cmd(catalogue: Path, model: Path, gallery: Path, backend: str | None, p
                    "else a score.")
 @click.option("--calibration", type=click.Path(dir_okay=False, path_type=Path),
               help="A `reid eval --calibrate` file: adds p_same (identity level) to every row.")
-@click.option("--group-by", default="image", type=click.Choice(["image", "encounter"]),
+@click.option("--group-by", default="image", type=click.Choice(GROUPINGS),
               help="encounter: one ranking per encounter_id of the --query CSV (photos without one stand alone); images of "
                    "the query's own encounter are never candidates.")
-@click.option("--fusion", default="max", type=click.Choice(["max", "mean"]),
+@click.option("--fusion", default="max", type=click.Choice(FUSIONS),
               help="With --group-by encounter: an identity's score is its best photo's (max) or the photos' mean.")
 @click.option("--model", type=click.Path(file_okay=False, path_type=Path), help="The bundle (default: the one the catalogue was built with).")
 @_engine("default: the catalogue's")

@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from reidkit.cli.common import CONTEXT, engine_options, friendly, image_sources, labels_option, model_option, quiet_option
+from reidkit.runtime.encounters import FUSIONS, GROUPINGS
 from reidkit.runtime.request import InferRequest
 
 D = InferRequest(model=Path(), out=Path())  # the defaults live on the request, once
@@ -59,6 +60,13 @@ D = InferRequest(model=Path(), out=Path())  # the defaults live on the request, 
 @click.option("--new-individual", type=float, default=None,
               help="With --by identity: insert a new_individual row in each ranking where this threshold falls: a p_same "
                    "with --calibration, else a score in [0, 1]. A first row new_individual means 'none of these'.")
+@click.option("--group-by", default=D.group_by, type=click.Choice(GROUPINGS),
+              help="With --by identity: encounter ranks individuals once per encounter (the encounter_id column of a "
+                   "--query CSV, or one query sub-folder per encounter; photos without one stand alone), fusing its "
+                   "photos' scores; the rows' query_id is the encounter, and images of the query's own encounter are "
+                   "never candidates.")
+@click.option("--fusion", default=D.fusion, type=click.Choice(FUSIONS),
+              help="With --group-by encounter: an identity's score is its best photo's (max) or the photos' mean.")
 @click.option("--review", type=click.Path(file_okay=False, path_type=Path), help="Also write the review page here (DIR/index.html; see reid review).")
 @labels_option
 @friendly("Finished batches are in the --cache file, if you gave one: rerun the same command to resume.")

@@ -59,6 +59,14 @@ class ItemSet:
     items: list[Item]
     problems: list[tuple[str, str]] = field(default_factory=list)  # (file and row, reason) per row left out
 
+    def encounter_of(self, item: Item) -> str | None:
+        """The sighting a photo belongs to: the ``encounter_id`` of a metadata row, or in a folder of
+        query photos the first sub-folder (one folder per encounter); None when it stands alone."""
+        if self.layout == "folders":
+            parts = Path(item.id).parts
+            return parts[0] if len(parts) > 1 else None
+        return item.extra.get(schemas.ENCOUNTER) or None
+
     def identified(self) -> list[Item]:
         return [it for it in self.items if it.identity is not None]
 

@@ -24,6 +24,7 @@ SCENARIO_DATABASE = ("database_image_id",)
 METADATA = ("image_id", "path")
 METADATA_IDENTITY = ("identity", "whale_id")  # the first of these present names each image's individual
 METADATA_OPTIONAL = ("bbox", "viewpoint", "date", "encounter_id")
+ENCOUNTER = "encounter_id"  # photos of one sighting: ranked together with --group-by encounter
 # wildlife-datasets metadata CSV: required columns, optional ones, and the identity that means "not identified"
 WILDLIFE = ("identity", "path")
 WILDLIFE_OPTIONAL = ("bbox", "date", "orientation")

@@ -184,6 +184,12 @@ def folder_catalogue(query: Path, gallery: Path, labels: Path | None = None) -> 
     qi, gi = _item_identities(qset), _item_identities(gset)
     qbox = {it.id: it.bbox for it in qset.items}
     gbox = {it.id: it.bbox for it in gset.items}
+    for it in qset.items:  # a ranking per encounter (--group-by encounter) shows its first photo
+        enc = qset.encounter_of(it)
+        if enc is not None and enc not in qp:
+            qp[enc], qbox[enc] = it.path, it.bbox
+            if it.id in qi:
+                qi[enc] = qi[it.id]
     truth: dict[str, set[str]] | None = None
     if labels is not None:
         truth = labels_csv(labels)

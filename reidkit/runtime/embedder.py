@@ -26,7 +26,7 @@ from PIL import Image
 
 from reidkit.cpus import usable_cpus
 from reidkit.hashing import content_key
-from reidkit.imaging import DEFAULT_MAX_PIXELS, ImageDecodeError, ImageRef, ResizePolicy, decode_rgb, from_array, resize_to, to_rgb
+from reidkit.imaging import DEFAULT_MAX_PIXELS, ImageDecodeError, ImageRef, decode_rgb, from_array, resize_to, to_rgb
 from reidkit.runtime.backends.registry import AUTO
 from reidkit.runtime.backends.select import select_backends
 from reidkit.runtime.cache import EmbeddingCache

@@ -16,6 +16,7 @@ from reidkit.data.whaledo import read_metadata, read_scenarios
 from reidkit.errors import ReidkitError
 from reidkit.imaging import ImageRef
 from reidkit.runtime.embedder import Embedder, Embeddings
+from reidkit.runtime.encounters import GROUPINGS
 from reidkit.runtime.identity import HEADER as IDENTITY_HEADER
 from reidkit.runtime.identity import folder_identities, identity_rows, rank_identities
 from reidkit.runtime.knn import database_augment, to_unit_score
@@ -110,14 +111,27 @@ def _summary(embedder: ImageEmbedder, emb: Embeddings, t: tuple[float, float, fl
                       embedder.label, rows, embedder.reason, emb.stats.infer_seconds, emb.stats.decode_seconds)
 
 
+def check_grouping(group_by: str, by: str, exact: bool = True) -> None:
+    """Refuse a --group-by that cannot run, before any engine loads or image is decoded."""
+    if group_by not in GROUPINGS:
+        raise ReidkitError(f"--group-by {group_by!r}: choose one of {', '.join(GROUPINGS)}")
+    if group_by == "encounter" and by != "identity":
+        raise ReidkitError("--group-by encounter ranks individuals: add --by identity")
+    if group_by == "encounter" and not exact:
+        raise ReidkitError("--group-by encounter fuses exact per-photo scores; drop --index ivf/hnsw, --index-file and --rerank")
+
+
 def run_folders(embedder: ImageEmbedder, query: Path, gallery: Path, out: Path, top_k: int = 20, qe: int = 0, dba: int = 0,
                 embeddings_out: Path | None = None, progress: bool = True, by: str = "image", aggregate: str = "max",
-                ranking: RankOptions | None = None, coco_identity: str | None = None) -> RunSummary:
+                ranking: RankOptions | None = None, coco_identity: str | None = None, group_by: str = "image",
+                fusion: str = "max") -> RunSummary:
     """Rank ``gallery`` for each of ``query``: each a folder (flat or per identity), a metadata or
     wildlife-datasets CSV, or a COCO JSON (:mod:`reidkit.data.items`). Rows are the items' ids;
-    boxes are embedded as their subjects; rows the reader refused lead the summary's skipped list."""
+    boxes are embedded as their subjects; rows the reader refused lead the summary's skipped list.
+    ``group_by="encounter"`` (with ``by="identity"``) ranks once per encounter, its id the row's query id."""
     import time
 
+    check_grouping(group_by, by, ranking is None or ranking.plain(0))
     t0 = time.perf_counter()
     qset, gset = read_items(query, coco_identity), read_items(gallery, coco_identity)
     if not qset.items:
@@ -146,8 +160,16 @@ def run_folders(embedder: ImageEmbedder, query: Path, gallery: Path, out: Path, 
     if q_ok and g_ok:
         self_idx = np.array([gindex.get(key(it), -1) for it in q_ok])
         idents = [str(it.identity) for it in g_ok] if by == "identity" else None
-        rows = _ranked_rows(emb.vectors[grow], emb.vectors[qrow], top_k, self_idx, qe, dba, [it.id for it in q_ok],
-                            [it.id for it in g_ok], idents, aggregate, ranking, [emb.keys[r] for r in grow.tolist()])
+        if group_by == "encounter":  # one ranking per sighting; its own photos are never candidates
+            from reidkit.runtime.encounters import rank_encounters
+
+            encounters = [qset.encounter_of(it) or it.id for it in q_ok]
+            groups, results = rank_encounters(emb.vectors[grow], emb.vectors[qrow], [str(it.identity) for it in g_ok],
+                                              self_idx.tolist(), encounters, top_k, fusion, [gset.encounter_of(it) for it in g_ok])
+            rows = iter(identity_rows(results, groups, [it.id for it in g_ok]))
+        else:
+            rows = _ranked_rows(emb.vectors[grow], emb.vectors[qrow], top_k, self_idx, qe, dba, [it.id for it in q_ok],
+                                [it.id for it in g_ok], idents, aggregate, ranking, [emb.keys[r] for r in grow.tolist()])
     n_rows = write_rows(out, IDENTITY_HEADER if by == "identity" else HEADER, rows)
     t2 = time.perf_counter()
     if embeddings_out:

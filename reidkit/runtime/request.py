@@ -23,6 +23,8 @@ class InferRequest:
     query: Path | None = None  # folder mode: each a folder, a metadata or wildlife-datasets CSV, or a COCO JSON
     gallery: Path | None = None
     coco_identity: str | None = None  # the COCO annotation key that names the individual, where not identity or name
+    group_by: str = "image"  # "encounter": one identity ranking per encounter (folder mode, --by identity)
+    fusion: str = "max"  # how an encounter fuses its photos' identity scores (runtime/encounters.py)
     scenarios: Path | None = None  # Whale-do scenario mode
     metadata: Path | None = None
     top_k: int = 20
@@ -63,6 +65,12 @@ class InferRequest:
             raise ReidkitError("scenario mode needs both --scenarios query_scenarios.csv and --metadata metadata.csv")
         if self.ray_address and self.cache:
             raise ReidkitError("--cache is for single-process runs; with --ray keep the embeddings with --ray-parquet DIR")
+        from reidkit.runtime.infer import check_grouping
+
+        check_grouping(self.group_by, self.by, self.index_kind in ("auto", "exact") and self.index_file is None and not self.rerank)
+        if self.group_by == "encounter" and not folder_mode:
+            raise ReidkitError("--group-by encounter reads each query's encounter_id from a --query metadata CSV (or one "
+                               "query sub-folder per encounter); pass --query and --gallery")
         return "folders" if folder_mode else "scenarios"
 
 
@@ -103,7 +111,7 @@ def run_inference(req: InferRequest) -> InferResult:
             assert req.query is not None and req.gallery is not None
             summary = run_folders(emb, req.query, req.gallery, req.out, req.top_k, req.qe, req.dba, req.embeddings_out,
                                   progress=req.progress, by=req.by, aggregate=req.aggregate, ranking=ranking,
-                                  coco_identity=req.coco_identity)
+                                  coco_identity=req.coco_identity, group_by=req.group_by, fusion=req.fusion)
         else:
             assert req.scenarios is not None and req.metadata is not None
             summary = run_scenarios(emb, req.scenarios, req.metadata, req.out, min(req.top_k, 20), req.qe, req.dba,

@@ -12,7 +12,6 @@ import random
 from dataclasses import dataclass
 from typing import Sequence
 
-import numpy as np
 import torch
 from PIL import Image, ImageEnhance
 

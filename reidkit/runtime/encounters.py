@@ -16,7 +16,8 @@ import numpy as np
 from reidkit.errors import ReidkitError
 from reidkit.runtime.identity import IdentityMatch
 
-FUSIONS = ("max", "mean")
+GROUPINGS = ("image", "encounter")  # --group-by: rank each photo, or each encounter's photos together
+FUSIONS = ("max", "mean")  # how an encounter fuses its photos' identity scores; max measured best (research/encounter-fusion)
 BLOCK = 256  # query photos per dense block: memory O(BLOCK x gallery)
 
 
