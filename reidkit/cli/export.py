@@ -56,10 +56,19 @@ D = ExportOptions()
                    "fp32 and once with INT8, and INT8 must keep the true matches in fp32's top-20 lists and its mAP@20 "
                    "(thresholds in the manifest). Near-tied neighbours may swap freely: that costs a reviewer nothing. "
                    "Use photos like yours that no model trained on; a failure exits 1 and writes no bundle.")
-@click.option("--device", default=D.device, help="Where INT8 distillation trains: auto (the GPU if torch sees one), cpu, cuda.")
+@click.option("--device", default=D.device, help="Where INT8 distillation trains and what --aoti compiles for: auto (the GPU if "
+                                                   "torch sees one), cpu, cuda.")
 @click.option("--trt", is_flag=True, help="Build FP16 TensorRT engines (needs TensorRT and an NVIDIA GPU).")
 @click.option("--mnn", is_flag=True, help="Also convert each member to MNN, a fast fp32 CPU engine "
                                          "(reid infer --backend mnn; checked by the parity gate; pip install 'reidkit[mnn]').")
+@click.option("--aoti", is_flag=True,
+              help="Also compile each member ahead of time with PyTorch's AOTInductor for this machine's GPU (or its CPU with "
+                   "--device cpu), fp16 too with --fp16 on a GPU: the GPU engine that needs only torch (reid infer --backend "
+                   "aoti-cuda). A package runs only on the GPU model (or CPU) and torch version it was compiled for; checked by "
+                   "the parity gate. Minutes per member; needs a C++ compiler.")
+@click.option("--aoti-batch", default=D.aoti_batch, type=click.IntRange(1),
+              help="The compiled packages' one batch size: reid infer pads a short batch up to it and slices a longer one, so "
+                   "the GPU sees one shape. Match reid infer's --batch-size.")
 @click.option("--workspace-gb", default=D.workspace_gb, type=float, help="TensorRT builder workspace.")
 @click.option("--timing-cache", type=click.Path(dir_okay=False, path_type=Path), help="TensorRT timing cache to read and update.")
 @click.option("--parity-images", type=click.Path(exists=True, path_type=Path),

@@ -24,7 +24,7 @@ from reidkit.export.parity import (TOLERANCES, LabelledSet, RankingResult, batch
                                    format_ranking_table, format_table, labelled_images, parity_images, rank_compare)
 from reidkit.hashing import sha256_file
 from reidkit.imaging import ResizePolicy
-from reidkit.runtime.bundle_format import (ARTEFACTS, DEFAULT_INT8_SCHEME, INT8_RANKING, INT8_SCHEMES, FileRef, Manifest, MemberRecord,
+from reidkit.runtime.bundle_format import (ARTEFACTS, DEFAULT_INT8_SCHEME, INT8_RANKING, INT8_SCHEMES, CompiledRecord, FileRef, Manifest, MemberRecord,
                                            Tolerance)
 
 from reidkit.export.options import INT8_KEEP_FP32, INT8_LABELS_LIMIT, INT8_METHODS, ExportOptions
@@ -158,6 +158,13 @@ def export_bundle(entries: Sequence[EnsembleEntry], out_dir: str | Path, opts: E
         from reidkit.export.mnn_convert import require_mnn
 
         require_mnn()
+    aoti_device = resolve_device(opts.device) if opts.aoti else None
+    if aoti_device is not None:
+        from reidkit.export.aoti_build import require_aoti
+
+        if opts.aoti_batch < 1:
+            raise ReidkitError(f"--aoti-batch must be at least 1, got {opts.aoti_batch}")
+        require_aoti(aoti_device)
     extra = [k for k in MAKERS if getattr(opts, k)]
     check_ranking_gate(opts)
     tolerances = gate_tolerances(opts)
@@ -179,6 +186,7 @@ def export_bundle(entries: Sequence[EnsembleEntry], out_dir: str | Path, opts: E
     device = resolve_device(opts.device) if opts.int8 and opts.int8_method == "distil" else "cpu"
     out_dir = Path(out_dir)
     members: list[MemberRecord] = []
+    compiled: list[CompiledRecord] = []
     results = []
     ranked: list[RankingResult] = []
     embedded: list[tuple[np.ndarray, np.ndarray, float]] = []  # per member: fp32 and INT8 embeddings of the labelled photos, weight
@@ -214,6 +222,13 @@ def export_bundle(entries: Sequence[EnsembleEntry], out_dir: str | Path, opts: E
                     ranked.append(rank_compare(name, variant, embedded[-1][0], embedded[-1][1], labelled.labels, INT8_RANKING))
                 member_results.append(result)
                 rec.files[kind] = FileRef(path.name, sha256_file(path))
+            if aoti_device is not None:
+                from reidkit.export.aoti_build import aoti_precisions, build_compiled
+
+                records, compiled_results = build_compiled(tmp, name, graph, batch, ref, device=aoti_device, batch=opts.aoti_batch,
+                                                           precisions=aoti_precisions(aoti_device, opts.fp16), tolerances=tolerances)
+                compiled += records
+                member_results += compiled_results
             rec.parity = [r.to_dict() for r in member_results]
             members.append(rec)
             results.extend(member_results)
@@ -241,6 +256,7 @@ def export_bundle(entries: Sequence[EnsembleEntry], out_dir: str | Path, opts: E
                     **({"int8_ranking": _ranking_record(labelled, ranked)} if labelled is not None else {}),
                     "tolerances": {**{p: asdict(t) for p, t in tolerances.items()},
                                    **({"int8_ranking": asdict(INT8_RANKING)} if labelled is not None else {})}},
+            compiled=compiled,
             tools=_tool_versions(),
             created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         )

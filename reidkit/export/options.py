@@ -42,6 +42,8 @@ class ExportOptions:
     device: str = "auto"
     trt: bool = False
     mnn: bool = False
+    aoti: bool = False  # AOTInductor packages for this machine's GPU (or CPU with device "cpu")
+    aoti_batch: int = 64  # the packages' one batch size; reid infer pads a short batch up to it
     min_batch: int = 1
     opt_batch: int = 32
     max_batch: int = 64

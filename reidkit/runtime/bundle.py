@@ -90,6 +90,9 @@ class Bundle:
         fmt = get_backend(backend).fmt
         if fmt == "trt":  # engines are built from either ONNX, so they name themselves
             graphs: list[Any] = sorted(e.sha256 for e in self.engines)
+        elif fmt == "aoti":  # packages are per machine: the ones this precision and device would load
+            device = get_backend(backend).device
+            graphs = sorted(c.sha256 for c in self.manifest.compiled if c.precision == precision and c.device == device)
         else:
             kind = artefact_for(fmt, precision).kind
             graphs = [m.files[kind][1] if kind in m.files else None for m in self.members]

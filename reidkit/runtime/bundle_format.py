@@ -224,12 +224,40 @@ class EngineRecord:
                    str(d.get("precision", "fp16")))
 
 
+@dataclass(frozen=True)
+class CompiledRecord:
+    """A member compiled ahead of time by PyTorch (AOTInductor) for one machine.
+
+    The package is machine code for one GPU architecture (or one CPU's instruction set) and one
+    torch build, with one fixed batch size, so the runtime uses it only where all of these match
+    and pads a short batch up to ``batch``. Built by ``reid-export --aoti`` after the parity gate.
+    """
+
+    member: str
+    file: str  # relative to the bundle: compiled/<member>.<target>.<precision>.pt2
+    sha256: str
+    precision: str  # fp32 | fp16
+    device: str  # cuda | cpu
+    target: str  # what it was compiled for: the GPU's name, or the CPU's model
+    torch_version: str
+    batch: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "CompiledRecord":
+        return cls(str(d["member"]), str(d["file"]), str(d["sha256"]), str(d["precision"]), str(d["device"]), str(d["target"]),
+                   str(d["torch_version"]), int(d["batch"]))
+
+
 @dataclass
 class Manifest:
     members: list[MemberRecord]
     fusion: dict[str, Any] = field(default_factory=lambda: {"flip": "mean", "members": "concat", "normalize": True})
     parity: dict[str, Any] = field(default_factory=dict)
     engines: list[EngineRecord] = field(default_factory=list)
+    compiled: list[CompiledRecord] = field(default_factory=list)
     tools: dict[str, str] = field(default_factory=dict)
     created_at: str = ""
     schema_version: int = SCHEMA_VERSION
@@ -251,7 +279,8 @@ class Manifest:
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema_version": self.schema_version, "created_at": self.created_at, "members": [m.to_dict() for m in self.members],
-                "fusion": self.fusion, "parity": self.parity, "engines": [e.to_dict() for e in self.engines], "tools": self.tools}
+                "fusion": self.fusion, "parity": self.parity, "engines": [e.to_dict() for e in self.engines],
+                "compiled": [c.to_dict() for c in self.compiled], "tools": self.tools}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], source: Path | str = MANIFEST) -> "Manifest":
@@ -262,11 +291,12 @@ class Manifest:
         try:
             members = [MemberRecord.from_dict(m) for m in d["members"]]
             engines = [EngineRecord.from_dict(e) for e in d.get("engines") or []]
+            compiled = [CompiledRecord.from_dict(c) for c in d.get("compiled") or []]
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise ReidkitError(f"{source}: malformed member or engine entry ({exc}); {REEXPORT}") from None
         if not members:
             raise ReidkitError(f"{source} lists no members; {REEXPORT}")
-        return cls(members, dict(d.get("fusion") or {}), dict(d.get("parity") or {}), engines, dict(d.get("tools") or {}),
+        return cls(members, dict(d.get("fusion") or {}), dict(d.get("parity") or {}), engines, compiled, dict(d.get("tools") or {}),
                    str(d.get("created_at", "")), int(version))
 
     @classmethod

@@ -28,8 +28,13 @@ def fuse(parts: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
 
 
 def run_members(bundle: Bundle, backends: Sequence[Backend], stacks: Mapping[SizeKey, np.ndarray]) -> np.ndarray:
-    """Resized uint8 batches (one per distinct member input) -> fused embeddings."""
-    parts = [be.run(stacks[m.size_key]) for m, be in zip(bundle.members, backends)]
+    """Resized uint8 batches (one per distinct member input) -> fused embeddings.
+
+    An engine that can launch asynchronously (``submit``, the GPU engines) gets every member
+    launched before any result is awaited, so the GPU never waits for the host between members.
+    """
+    pending = [be.submit(stacks[m.size_key]) if hasattr(be, "submit") else None for m, be in zip(bundle.members, backends)]
+    parts = [wait() if wait is not None else be.run(stacks[m.size_key]) for m, be, wait in zip(bundle.members, backends, pending)]
     return fuse(parts, [m.weight for m in bundle.members])
 
 

@@ -58,6 +58,13 @@ def _probe_trt() -> str | None:
     return None if hasattr(tensorrt, "Runtime") else "only TensorRT's type stubs are installed (pip install 'reidkit[gpu]')"
 
 
+def _probe_aoti(device: str) -> Callable[[], str | None]:
+    def probe() -> str | None:
+        return (_no_gpu() if device == "cuda" else None) or _module_missing("torch", "train")
+
+    return probe
+
+
 def _cpu_bf16_missing() -> str | None:
     from reidkit.cpus import bf16_missing
 
@@ -69,7 +76,7 @@ class BackendSpec:
     name: str
     module: str  # imported only when the engine is used
     cls: str
-    fmt: str  # the artefact it runs: onnx | mnn | trt (see bundle_format.ARTEFACTS)
+    fmt: str  # the artefact it runs: onnx | mnn (see bundle_format.ARTEFACTS) | trt | aoti (per-machine records)
     precisions: tuple[str, ...]
     device: str  # cpu | cuda
     auto_rank: int  # place in the auto order (GPU engines first; see select.resolve_backend)
@@ -102,6 +109,9 @@ BACKENDS: dict[str, BackendSpec] = {b.name: b for b in (
                 "TensorRT FP16 engines built for this GPU by `reid-export --trt`"),
     BackendSpec("ort-cuda", "reidkit.runtime.backends.ort", "OrtBackend", "onnx", ("fp32", "fp16", "int8"), "cuda", 1, "gpu",
                 _probe_ort_cuda, "onnxruntime on an NVIDIA GPU", {"device": "cuda"}),
+    BackendSpec("aoti-cuda", "reidkit.runtime.backends.aoti", "AotiBackend", "aoti", ("fp32", "fp16"), "cuda", 1, "train",
+                _probe_aoti("cuda"), "PyTorch AOTInductor packages compiled for this GPU by `reid-export --aoti` (needs torch)",
+                {"device": "cuda"}),
     BackendSpec("mnn", "reidkit.runtime.backends.mnn", "MnnBackend", "mnn", ("fp32",), "cpu", 2, "mnn",
                 lambda: _module_missing("MNN", "mnn"), "MNN on the CPU (Winograd convolutions); needs `reid-export --mnn`"),
     BackendSpec("openvino", "reidkit.runtime.backends.openvino", "OpenVinoBackend", "onnx", ("fp32", "fp16", "int8", "bf16"), "cpu", 3,
@@ -110,6 +120,9 @@ BACKENDS: dict[str, BackendSpec] = {b.name: b for b in (
                 precision_options={"bf16": {"inference_precision": "bf16"}}, precision_probes={"bf16": _cpu_bf16_missing}),
     BackendSpec("ort-cpu", "reidkit.runtime.backends.ort", "OrtBackend", "onnx", ("fp32", "fp16", "int8"), "cpu", 4, "cpu",
                 lambda: _module_missing("onnxruntime", "cpu"), "onnxruntime on the CPU", {"device": "cpu"}, fallback=True),
+    BackendSpec("aoti-cpu", "reidkit.runtime.backends.aoti", "AotiBackend", "aoti", ("fp32",), "cpu", 5, "train",
+                _probe_aoti("cpu"), "PyTorch AOTInductor packages compiled for this CPU by `reid-export --aoti --device cpu` (needs torch)",
+                {"device": "cpu"}),
 )}
 AUTO = "auto"
 CHOICES = (AUTO, *BACKENDS)
@@ -124,6 +137,6 @@ def get_backend(name: str) -> BackendSpec:
 
 def cli_help() -> str:
     order = sorted(BACKENDS.values(), key=lambda b: b.auto_rank)
-    return ("auto: a TensorRT engine for this GPU, else onnxruntime CUDA; on a CPU the fastest engine this bundle and the "
-            "installed packages allow, measured once per bundle and CPU (onnxruntime only when nothing faster is installed). "
+    return ("auto: the fastest engine this bundle and the installed packages allow here, GPU engines first, timed once per "
+            "bundle and machine when several qualify (onnxruntime CPU only when nothing faster is installed). "
             + " ".join(f"{b.name}: {b.summary} (pip install 'reidkit[{b.extra}]')." for b in order))

@@ -1,9 +1,10 @@
 """Choosing and loading the engine that runs a bundle, from the backend table.
 
-``auto``: a TensorRT engine matching this GPU, else onnxruntime CUDA; on a CPU the fastest
-engine the bundle and the installed packages allow. Which CPU engine is fastest depends on
-the network and the CPU's instruction set (docs/results.md), so when several are possible
-``auto`` times them on the bundle once per CPU: each candidate runs the bundle's own members
+``auto``: on a GPU the fastest of the GPU engines the bundle feeds (TensorRT engines and
+AOTInductor packages built for this GPU, onnxruntime CUDA); on a CPU the fastest engine the
+bundle and the installed packages allow. Which is fastest depends on the network, the device
+and the instruction set (docs/results.md), so when several are possible ``auto`` times them
+on the bundle once per machine: each candidate runs the bundle's own members
 on a small batch, interleaved (A B A B ...) so that machine noise hits all of them, and the
 fastest wins. The result is remembered per bundle, precision, CPU model, core count, thread
 setting and engine versions in ``<cache dir>/auto-backend.json`` (``$REIDKIT_CACHE_DIR``, else
@@ -34,6 +35,7 @@ from reidkit.cpus import cpu_model, usable_cpus
 
 from reidkit.errors import MissingDependencyError, ReidkitError
 from reidkit.runtime.backends.registry import AUTO, BACKENDS, Backend, BackendSpec, get_backend
+from reidkit.runtime.backends.aoti import compiled_here
 from reidkit.runtime.backends.trt import engines_for_this_gpu
 from reidkit.runtime.bundle_format import DEFAULT_INT8_SCHEME, PRECISIONS, artefact_for, verify_file
 from reidkit.runtime.members import run_members
@@ -73,6 +75,9 @@ def bundle_lacks(bundle: Bundle, spec: BackendSpec, precision: str) -> str | Non
     if spec.fmt == "trt":
         found = engines_for_this_gpu(bundle)
         return found if isinstance(found, str) else None
+    if spec.fmt == "aoti":
+        compiled = compiled_here(bundle, spec.device, precision)
+        return compiled if isinstance(compiled, str) else None
     art = artefact_for(spec.fmt, precision)
     missing = [m.name for m in bundle.members if art.kind not in m.files]
     if missing:
@@ -114,6 +119,15 @@ def make_backends(bundle: Bundle, name: str, threads: int | None = None, precisi
             verify_file(side, rec.sidecar_sha256, f"member {m.name!r} TensorRT engine sidecar")
             out.append(cls(plan, threads=threads, **spec.options))
         return out
+    if spec.fmt == "aoti":
+        compiled = compiled_here(bundle, spec.device, precision)
+        assert not isinstance(compiled, str)
+        loaded: list[Backend] = []
+        for m in bundle.members:
+            pkg = compiled[m.name]
+            verify_file(bundle.root / pkg.file, pkg.sha256, f"member {m.name!r} compiled {pkg.precision} package")
+            loaded.append(cls(bundle.root / pkg.file, threads=threads, batch=pkg.batch, **spec.options))
+        return loaded
     art = artefact_for(spec.fmt, precision)
     files = [m.artefact(art.kind) for m in bundle.members]
     for m, (path, sha) in zip(bundle.members, files):
@@ -135,13 +149,21 @@ def select_backends(bundle: Bundle, requested: str = AUTO, precision: str | None
         return Selection(requested, prec, "--backend " + requested, make_backends(bundle, requested, threads, prec))
     rows = sorted(BACKENDS.values(), key=lambda b: b.auto_rank)
     why_not: dict[str, str] = {}
+    gpu: dict[str, list[BackendSpec]] = {}  # precision -> the GPU engines usable at it
     for spec in (b for b in rows if b.device == "cuda"):
         prec = precision or spec.precisions[0]
         why = _usable(bundle, spec, prec)
         if why is None:
-            what = "a TensorRT engine built for this GPU" if spec.fmt == "trt" else "an NVIDIA GPU"
-            return Selection(spec.name, prec, f"auto: {what}", make_backends(bundle, spec.name, threads, prec))
-        why_not[spec.name] = why
+            gpu.setdefault(prec, []).append(spec)
+        else:
+            why_not[spec.name] = why
+    if gpu:  # the precision most engines share (all run their first listed one unless asked), then the table's order
+        prec, specs = max(gpu.items(), key=lambda kv: len(kv[1]))
+        if len(specs) > 1:
+            return fastest(bundle, specs, prec, threads)
+        spec = specs[0]
+        what = {"trt": "a TensorRT engine built for this GPU", "aoti": "packages compiled for this GPU"}.get(spec.fmt, "an NVIDIA GPU")
+        return Selection(spec.name, prec, f"auto: {spec.name}, {what}", make_backends(bundle, spec.name, threads, prec))
     prec = precision or "fp32"
     cpu = [b for b in rows if b.device == "cpu"]
     fast = []
@@ -167,8 +189,10 @@ def select_backends(bundle: Bundle, requested: str = AUTO, precision: str | None
 
 
 # --- auto on a CPU with several fast engines: time them on this bundle, once ---------------
-_DISTS = {"mnn": "MNN", "openvino": "openvino", "ort-cpu": "onnxruntime"}
+_DISTS = {"mnn": "MNN", "openvino": "openvino", "ort-cpu": "onnxruntime", "ort-cuda": "onnxruntime-gpu", "aoti-cuda": "torch",
+          "aoti-cpu": "torch", "trt": "tensorrt"}
 BATCH, ROUNDS = 8, 3
+GPU_BATCH = 64  # a GPU is timed at the batch it runs, not a CPU's
 
 
 def cache_dir() -> Path:
@@ -186,8 +210,11 @@ def _version(spec: BackendSpec) -> str:
 
 
 def _record_key(bundle: Bundle, specs: Sequence[BackendSpec], precision: str, threads: int | None) -> str:
+    from reidkit.runtime.gpu import detect_gpus
+
+    gpus = [g.name for g in detect_gpus()] if any(s.device == "cuda" for s in specs) else []
     desc = [[bundle.key(precision, s.name) for s in specs], [(s.name, _version(s)) for s in specs], cpu_model(),
-            usable_cpus(), threads]
+            usable_cpus(), threads] + ([gpus] if gpus else [])
     return hashlib.sha256(json.dumps(desc).encode()).hexdigest()
 
 
@@ -211,9 +238,9 @@ def _save_record(path: Path, key: str, record: dict) -> None:
         log.debug("could not remember the auto backend choice in %s: %s", path, exc)
 
 
-def _time(bundle: Bundle, loaded: dict[str, list], precision: str) -> dict[str, float]:
+def _time(bundle: Bundle, loaded: dict[str, list], precision: str, size: int = BATCH) -> dict[str, float]:
     rng = np.random.default_rng(0)
-    batch = {m.size_key: rng.integers(0, 256, (BATCH, m.height, m.width, 3), dtype=np.uint8) for m in bundle.members}
+    batch = {m.size_key: rng.integers(0, 256, (size, m.height, m.width, 3), dtype=np.uint8) for m in bundle.members}
     best = {name: float("inf") for name in loaded}
     for name, bes in loaded.items():  # warm-up: first runs allocate and pick kernels
         run_members(bundle, bes, batch)
@@ -222,7 +249,7 @@ def _time(bundle: Bundle, loaded: dict[str, list], precision: str) -> dict[str, 
             t = time.perf_counter()
             run_members(bundle, bes, batch)
             best[name] = min(best[name], time.perf_counter() - t)
-    return {name: BATCH / s for name, s in best.items()}
+    return {name: size / s for name, s in best.items()}
 
 
 def fastest(bundle: Bundle, specs: Sequence[BackendSpec], precision: str, threads: int | None) -> Selection:
@@ -240,7 +267,8 @@ def fastest(bundle: Bundle, specs: Sequence[BackendSpec], precision: str, thread
                          make_backends(bundle, name, threads, precision))
     log.info("auto: timing %s on this bundle once (remembered in %s)", ", ".join(names), path)
     loaded = {s.name: make_backends(bundle, s.name, threads, precision) for s in specs}
-    rates = _time(bundle, loaded, precision)
+    on_gpu = all(s.device == "cuda" for s in specs)
+    rates = _time(bundle, loaded, precision, GPU_BATCH if on_gpu else BATCH)
     name = max(rates, key=lambda n: rates[n])
     rec = {"choice": name, "images_per_s": {n: round(r, 1) for n, r in rates.items()}, "precision": precision,
            "cpu": cpu_model(), "cores": usable_cpus(), "bundle": str(bundle.root),
