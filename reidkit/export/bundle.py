@@ -187,6 +187,8 @@ def export_bundle(entries: Sequence[EnsembleEntry], out_dir: str | Path, opts: E
     out_dir = Path(out_dir)
     members: list[MemberRecord] = []
     compiled: list[CompiledRecord] = []
+    jobs: list[Any] = []  # AOTInductor packages to compile (aoti_build.CompileJob)
+    parity_sets: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     results = []
     ranked: list[RankingResult] = []
     embedded: list[tuple[np.ndarray, np.ndarray, float]] = []  # per member: fp32 and INT8 embeddings of the labelled photos, weight
@@ -223,15 +225,22 @@ def export_bundle(entries: Sequence[EnsembleEntry], out_dir: str | Path, opts: E
                 member_results.append(result)
                 rec.files[kind] = FileRef(path.name, sha256_file(path))
             if aoti_device is not None:
-                from reidkit.export.aoti_build import aoti_precisions, build_compiled
+                from reidkit.export.aoti_build import aoti_precisions, compile_jobs
 
-                records, compiled_results = build_compiled(tmp, name, graph, batch, ref, device=aoti_device, batch=opts.aoti_batch,
-                                                           precisions=aoti_precisions(aoti_device, opts.fp16), tolerances=tolerances)
-                compiled += records
-                member_results += compiled_results
+                jobs += compile_jobs(tmp, name, entry.checkpoint, opts.flip, device=aoti_device, batch=opts.aoti_batch,
+                                     precisions=aoti_precisions(aoti_device, opts.fp16))
+                parity_sets[name] = (batch, ref)
             rec.parity = [r.to_dict() for r in member_results]
             members.append(rec)
             results.extend(member_results)
+        if jobs and all(r.passed or not r.gating for r in results):  # compiled side by side once every member's ONNX passed
+            from reidkit.export.aoti_build import compile_all, gate_compiled
+
+            compile_all(jobs)
+            compiled, compiled_results = gate_compiled(tmp, jobs, parity_sets, tolerances)
+            for rec in members:
+                rec.parity += [r.to_dict() for r in compiled_results if r.member == rec.name]
+            results.extend(compiled_results)
         if labelled is not None and len(embedded) > 1:  # what a user ranks with: the fused ensemble
             from reidkit.runtime.members import fuse
 
