@@ -181,7 +181,19 @@ def blamed_flags(reason: str) -> set[str]:
     if "parity gate failed for" not in reason:
         return set()
     by_variant = {f"{a.fmt}-{a.precision}": a.export_flag for a in ARTEFACTS.values() if a.export_flag}
-    return {by_variant[v] for v in re.findall(r"\(([a-z0-9]+-[a-z0-9]+)\)", reason) if v in by_variant}
+    named = re.findall(r"\(([a-z0-9-]+)\)", reason)
+    return {by_variant[v] for v in named if v in by_variant} | {"--aoti" for v in named if v.startswith("aoti-")}
+
+
+def export_flag(backend: str, precision: str) -> str | None:
+    """The reid-export flag that writes what ``backend`` runs at ``precision`` (None: the fp32 ONNX, always written)."""
+    from reidkit.runtime.backends.registry import BACKENDS
+    from reidkit.runtime.bundle_format import artefact_for
+
+    fmt = BACKENDS[backend].fmt
+    if fmt in ("trt", "aoti"):  # per-machine builds; fp16 packages come with --fp16 as well
+        return f"--{fmt}"
+    return artefact_for(fmt, precision).export_flag
 
 
 def int8_parity(bundle: Path) -> dict[str, float]:
@@ -207,6 +219,9 @@ def main() -> int:
     ap.add_argument("--tag", default="", help="Suffix for the report's file names, e.g. the ensemble's name.")
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
                     help="cuda: the baseline on the GPU and every reid-infer engine that runs on one (reports headline-gpu-*)")
+    ap.add_argument("--bundle", type=Path, help="A bundle already exported from --ensemble with every artefact the variants need "
+                    "(e.g. by benchmarks/gpu/check.sh); default: export one into --work")
+    ap.add_argument("--batch-size", type=int, default=None, help="reid-infer's --batch-size (default: its own)")
     ap.add_argument("--int8-timeout", type=float, default=None,
                     help="Seconds the INT8 export may take; past it the INT8 columns are reported as failed.")
     ap.add_argument("--int8-args", default="",
@@ -242,27 +257,36 @@ def main() -> int:
     # each optional artefact is gated on its own: one that fails is reported, the others are kept
     optional: dict[str, list[str]] = {}
     for name, (b, p) in variants.items():
-        flag = artefact_for(BACKENDS[b].fmt, p).export_flag if b != "auto" else None
+        flag = export_flag(b, p) if b != "auto" else None
         if flag:
             optional.setdefault(flag, []).append(name)
-    bundle = work / "bundle"
-    export_failed = export_bundle(args.ensemble, bundle, sorted(optional), args.int8_timeout, shlex.split(args.int8_args))
+        if p == "fp16" and b != "auto":
+            optional.setdefault("--fp16", []).append(name)
+    if args.bundle:
+        bundle, export_failed = args.bundle, {}
+    else:
+        bundle = work / "bundle"
+        export_failed = export_bundle(args.ensemble, bundle, sorted(optional), args.int8_timeout, shlex.split(args.int8_args))
     failed = {name: reason for flag, reason in export_failed.items() for name in optional[flag]}
     scen, meta = data / "query_scenarios.csv", data / "metadata.csv"
-    runs: dict[str, list[dict]] = {"seed": [], **{k: [] for k in variants}}
+    # the seed-style baseline as the seeds ran it: fp32, and on a GPU also fp16 autocast (the 2nd place's inference)
+    seeds = {"seed": []} if args.device == "cpu" else {"seed": [], "seed_fp16": []}
+    runs: dict[str, list[dict]] = {**seeds, **{k: [] for k in variants}}
+    batch = ["--batch-size", str(args.batch_size)] if args.batch_size else []
     chosen: dict[str, str] = {}  # what --backend auto ran, and why
     for r in range(args.repeats):
-        print(f"round {r + 1}/{args.repeats}: seed-style baseline", flush=True)
-        wall, out = timed(sys.executable, ROOT / "benchmarks" / "seed_baseline.py", *ckpts, "--scenarios", scen, "--metadata", meta,
-                          "--out", work / "seed_sub.csv", "--device", args.device)
-        runs["seed"].append({"wall": wall, **json.loads(out.strip().splitlines()[-1])})
+        for seed in seeds:
+            print(f"round {r + 1}/{args.repeats}: seed-style baseline{' (fp16 autocast)' if seed == 'seed_fp16' else ''}", flush=True)
+            wall, out = timed(sys.executable, ROOT / "benchmarks" / "seed_baseline.py", *ckpts, "--scenarios", scen, "--metadata", meta,
+                              "--out", work / f"{seed}_sub.csv", "--device", args.device, *(["--autocast"] if seed == "seed_fp16" else []))
+            runs[seed].append({"wall": wall, **json.loads(out.strip().splitlines()[-1])})
         for name, (backend, precision) in variants.items():
             if name in failed:
                 continue
             print(f"round {r + 1}/{args.repeats}: reid-infer --backend {backend} --precision {precision}", flush=True)
             try:
                 wall, _ = timed(BIN / "reid-infer", "--model", bundle, "--scenarios", scen, "--metadata", meta, "-o", work / f"{name}_sub.csv",
-                                "--backend", backend, "--precision", precision, "--quiet", "--report-json", work / f"{name}_run.json")
+                                "--backend", backend, "--precision", precision, "--quiet", "--report-json", work / f"{name}_run.json", *batch)
             except subprocess.CalledProcessError as exc:
                 failed[name] = f"reid-infer exited {exc.returncode}: {last_line(exc.stderr)}"
                 print(f"  failed: {failed[name]}", flush=True)
@@ -271,7 +295,8 @@ def main() -> int:
             if backend == "auto":
                 chosen[name] = rep["backend_reason"]
             runs[name].append({"wall": wall, "images": rep["images"], "embed": rep["embed_seconds"], "infer": rep["infer_seconds"], "rank": rep["rank_seconds"],
-                               "total": rep["seconds"]})
+                               "total": rep["seconds"], "startup": rep.get("startup_seconds", float("nan")),
+                               "steady": rep.get("steady_images_per_s", float("nan"))})
     runs = {k: v for k, v in runs.items() if k not in failed}
     ok = [k for k in variants if k not in failed]
     med = {k: {f: statistics.median(x[f] for x in v) for f in v[0]} for k, v in runs.items()}
@@ -292,11 +317,16 @@ def main() -> int:
     dec = decode_seconds_per_image(bundle, sample)
     floor = n * gflops / cpu["measured_peak_gflops"] + n * dec / cores  # type: ignore[operator]
     speedup = {k: med["seed"]["wall"] / med[k]["wall"] for k in ok}
+    speedup_fp16 = {k: med["seed_fp16"]["wall"] / med[k]["wall"] for k in ok} if "seed_fp16" in med else {}
+    # each fp16 variant against the same engine's fp32 (FP16 must rank as fp32 does to be worth its speed)
+    vs_fp32 = {k: agreement(work / f"reidkit_{variants[k][0]}_fp32_sub.csv", work / f"{k}_sub.csv", data / "labels.csv")
+               for k in ok if variants[k][1] == "fp16" and f"reidkit_{variants[k][0]}_fp32" in ok}
     report = {
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "device": "GPU" if gpu else "CPU", "gpu": gpu, "cpu": cpu,
         "data": {"images": n, "scenarios": args.scenarios, "source": f"reid-synth --images {args.images} --seed 7"},
         "ensemble": [str(c.name) for c in ckpts], "ensemble_gflops_per_image_with_flip": gflops,
-        "runs": runs, "median": med, "speedup_wall": speedup, "agreement": agree, "map20": maps,
+        "runs": runs, "median": med, "speedup_wall": speedup, "speedup_wall_vs_fp16_baseline": speedup_fp16,
+        "fp16_vs_fp32": vs_fp32, "agreement": agree, "map20": maps,
         "ceiling_images_per_s_fp32": ceiling, "decode_resize_cpu_s_per_image": dec, "fp32_floor_wall_s": floor,
         "fp32_best_possible_speedup": med["seed"]["wall"] / floor,
         "variants": {c: {"backend": b, "precision": p} for c, (b, p) in variants.items()}, "auto_chose": chosen, "images_per_s": {k: n / med[k]["wall"] for k in runs},
@@ -328,12 +358,22 @@ def main() -> int:
         row("**total, wall**", f"**{s['wall']:.2f}**", lambda c: f"**{med[c]['wall']:.2f}**", why=True),
         row("images/s", f"{ips['seed']:.1f}", lambda c: f"{ips[c]:.1f}"),
         row("GFLOP per image (with the flip)", f"{gflops:.2f}", lambda c: f"{gflops:.2f}" + (" (as int8)" if variants[c][1] == "int8" else "")),
+        row("of which start-up (launch to the first batch embedded)", "-", lambda c: f"{med[c]['startup']:.2f}"),
+        row("steady embedding rate after start-up (images/s)", "-", lambda c: f"{med[c]['steady']:.0f}"),
         row("**speed-up vs baseline**", "1.00x", lambda c: f"**{speedup[c]:.2f}x**"),
+        *([row("speed-up vs baseline in fp16 autocast", f"{med['seed']['wall'] / med['seed_fp16']['wall']:.2f}x",
+               lambda c: f"{speedup_fp16[c]:.2f}x")] if speedup_fp16 else []),
+        *([row("fp16: top-20 overlap with the same engine's fp32", "-",
+               lambda c: f"{vs_fp32[c]['top20_overlap']:.4f}" if c in vs_fp32 else "-")] if vs_fp32 else []),
         row("top-20 overlap with baseline", "-", lambda c: f"{agree[c]['top20_overlap']:.4f}"),
         row("true matches of the baseline's lists kept", "-", lambda c: f"{agree[c]['true_matches_kept']:.4f}"),
         row("max score difference", "-", lambda c: f"{agree[c]['max_score_diff']:.2e}"),
         row("mAP@20", f"{maps['seed']:.4f}", lambda c: f"{maps[c]:.4f}"), "",
         *[f"`--backend auto` chose: {why}." for why in sorted(set(chosen.values()))], "",
+        *([f"Baseline in fp16 autocast (as the 2nd place ran on its GPU): {med['seed_fp16']['wall']:.2f} s wall, "
+           f"{ips['seed_fp16']:.1f} images/s, mAP@20 {maps['seed_fp16']:.4f}; its top-20 overlap with the fp32 baseline "
+           f"{agreement(work / 'seed_sub.csv', work / 'seed_fp16_sub.csv', data / 'labels.csv')['top20_overlap']:.4f}.", ""]
+          if "seed_fp16" in med else []),
     ]
     if report["int8_parity"]:
         int8_cmd = " ".join(["reid-export --int8", args.int8_args]).strip()
