@@ -364,3 +364,23 @@ with reidkit.load_bundle({b!r}).embedder("ort-cpu") as emb:
     one = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          preexec_fn=lambda: os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}))
     assert json.loads(one.stdout) == {"cpus": 1, "ort": [1, 1], "workers": 1}
+
+
+def test_onnxruntime_io_binding_reuses_its_buffers_and_matches_plain_runs(bundle):
+    """The GPU path binds device buffers once per shape; on the CPU the same code path can be checked."""
+    from reidkit.runtime.backends.ort import OrtBackend
+
+    from reidkit.runtime.bundle import load_bundle
+
+    m = load_bundle(bundle).members[0]
+    x = np.random.default_rng(2).integers(0, 256, (7, m.height, m.width, 3), dtype=np.uint8)
+    plain, bound = OrtBackend(m.onnx, "cpu"), OrtBackend(m.onnx, "cpu", pad_batches=True)
+    bound._bind = True  # what device="cuda" sets; here on CPU memory
+    first = bound.run(x[:4])
+    kept = bound._bound
+    assert kept is not None
+    np.testing.assert_allclose(bound.run(x[4:]), plain.run(x[4:]), atol=1e-5)  # padded to 4: the same buffers, refilled
+    assert bound._bound is kept
+    np.testing.assert_allclose(first, plain.run(x[:4]), atol=1e-5)
+    np.testing.assert_allclose(bound.run(x), plain.run(x), atol=1e-5)  # a larger batch: new buffers for the new shape
+    assert bound._bound is not kept

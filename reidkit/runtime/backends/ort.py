@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import functools
+import logging
 from pathlib import Path
 
 import numpy as np
 
 from reidkit.cpus import usable_cpus
 from reidkit.errors import MissingDependencyError
+
+log = logging.getLogger("reidkit")
 
 
 def _ort():
@@ -65,6 +68,10 @@ class OrtBackend:
         self.name = f"ort-{device}"
         self.pad_batches = device == "cuda" if pad_batches is None else pad_batches
         self._pad_to = 0
+        self._ort = ort
+        self._bound: tuple | None = None  # (input OrtValue, output OrtValue, IOBinding) on the GPU, for one shape
+        self._bind = device == "cuda"
+        self._bind_device = device
         self.session = ort.InferenceSession(str(onnx_path), sess_options=so, providers=providers)
         if device == "cuda" and self.session.get_providers()[0] != "CUDAExecutionProvider":
             # onnxruntime falls back to the CPU with only a log line; a run the user asked to put on the GPU must not.
@@ -78,4 +85,29 @@ class OrtBackend:
             self._pad_to = max(self._pad_to, n)
             if n < self._pad_to:
                 batch = np.concatenate([batch, np.repeat(batch[-1:], self._pad_to - n, axis=0)])
-        return self.session.run(["embedding"], {"images": np.ascontiguousarray(batch)})[0][:n]
+        batch = np.ascontiguousarray(batch)
+        if self._bind:
+            try:
+                return self._run_bound(batch)[:n]
+            except Exception as exc:  # an onnxruntime build without I/O binding on this device: plain runs still work
+                log.info("onnxruntime I/O binding unavailable (%s); running without it", exc)
+                self._bind, self._bound = False, None
+        return self.session.run(["embedding"], {"images": batch})[0][:n]
+
+    def _run_bound(self, batch: np.ndarray) -> np.ndarray:
+        """The batch into a device buffer kept from the last batch of this shape, the embeddings into
+        another: no device allocation per batch, and (padded batches) one shape for the whole run."""
+        ort = self._ort
+        if self._bound is None or self._bound[0].shape() != list(batch.shape):
+            dim = self.session.get_outputs()[0].shape[1]
+            images = ort.OrtValue.ortvalue_from_numpy(batch, self._bind_device, 0)
+            out = ort.OrtValue.ortvalue_from_shape_and_type([len(batch), dim], np.float32, self._bind_device, 0)
+            binding = self.session.io_binding()
+            binding.bind_ortvalue_input("images", images)
+            binding.bind_ortvalue_output("embedding", out)
+            self._bound = (images, out, binding)
+        else:
+            self._bound[0].update_inplace(batch)
+        images, out, binding = self._bound
+        self.session.run_with_iobinding(binding)
+        return out.numpy()
