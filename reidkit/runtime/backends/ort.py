@@ -72,6 +72,13 @@ class OrtBackend:
         self._bound: tuple | None = None  # (input OrtValue, output OrtValue, IOBinding) on the GPU, for one shape
         self._bind = device == "cuda"
         self._bind_device = device
+        if device == "cuda":
+            # each session computes on its own CUDA stream: members launched from their own threads overlap
+            # on the GPU (run_members launches every engine that has ``submit`` before awaiting any)
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._launcher = ThreadPoolExecutor(1, thread_name_prefix="ort-cuda")
+            self.submit = lambda batch: self._launcher.submit(self.run, batch).result
         self.session = ort.InferenceSession(str(onnx_path), sess_options=so, providers=providers)
         if device == "cuda" and self.session.get_providers()[0] != "CUDAExecutionProvider":
             # onnxruntime falls back to the CPU with only a log line; a run the user asked to put on the GPU must not.
