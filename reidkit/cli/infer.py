@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from reidkit.cli.common import CONTEXT, engine_options, friendly, image_sources, labels_option, model_option, quiet_option
+from reidkit.runtime.decode_pool import DECODE_MODES
 from reidkit.runtime.encounters import FUSIONS, GROUPINGS
 from reidkit.runtime.request import InferRequest
 
@@ -28,6 +29,11 @@ D = InferRequest(model=Path(), out=Path())  # the defaults live on the request, 
               help="Output CSV: query_id,database_image_id,score (or the --by identity columns).")
 @click.option("--top-k", default=D.top_k, type=click.IntRange(1, 10_000), help="Rows per query (scenario mode: at most 20).")
 @engine_options(D.batch_size)
+@click.option("--decode", default=D.decode, type=click.Choice(DECODE_MODES),
+              help="Where images are decoded and resized. processes: one worker process per CPU this process may use, "
+                   "which keeps a GPU fed where one process's threads cannot (they share one interpreter lock). "
+                   "threads: inside this process, leaving the other cores to a CPU engine. auto: processes when the "
+                   "engine runs on a GPU, threads otherwise.")
 @click.option("--cache", type=click.Path(dir_okay=False, path_type=Path), help="SQLite embedding cache: reruns and resumed runs skip finished images.")
 @click.option("--embeddings-out", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the embeddings with their ids: .npz, or .parquet (id, embedding, content_hash).")

@@ -100,13 +100,13 @@ class Bundle:
         return hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()
 
     def embedder(self, backend: str = "auto", precision: str | None = None, cache: str | Path | None = None,
-                 batch_size: int = 32, workers: int | None = None, threads: int | None = None) -> "Embedder":
+                 batch_size: int = 32, workers: int | None = None, threads: int | None = None, decode: str = "auto") -> "Embedder":
         """An :class:`~reidkit.runtime.embedder.Embedder` on this bundle; use it as a context
         manager so its cache and engines are released."""
         from reidkit.runtime.embedder import Embedder
 
         return Embedder(self, backend=backend, batch_size=batch_size, workers=workers, threads=threads, cache=cache,
-                        precision=precision)
+                        precision=precision, decode=decode)
 
 
 def load_bundle(root: str | Path, verify: bool = True) -> Bundle:

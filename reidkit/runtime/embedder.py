@@ -1,7 +1,8 @@
 """Images -> fused ensemble embeddings, with decoding overlapped with inference.
 
-A thread pool reads, hashes, decodes and resizes ahead of the model (PIL releases the GIL
-while decoding), in a bounded window so a 10^5-image run holds only a few batches of
+Threads (PIL releases the GIL while decoding) or, where the engine runs on a GPU and leaves the
+cores free, worker processes (:mod:`reidkit.runtime.decode_pool`) read, hash, decode and resize
+ahead of the model, in a bounded window so a 10^5-image run holds only a few batches of
 pixels; each image is decoded once and resized once per distinct member input size;
 identical contents are embedded once; batches go to every member, whose unit-norm outputs
 are weighted, concatenated and L2-normalised. With a cache, finished batches are committed
@@ -13,23 +14,25 @@ API and the tests all come through :class:`Embedder`.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Generator, Iterable, Mapping, Sequence
 
 import numpy as np
-from PIL import Image
 
 from reidkit.cpus import usable_cpus
-from reidkit.hashing import content_key
-from reidkit.imaging import DEFAULT_MAX_PIXELS, ImageDecodeError, ImageRef, decode_rgb, from_array, resize_to, to_rgb
-from reidkit.runtime.backends.registry import AUTO
+from reidkit.errors import ReidkitError
+from reidkit.imaging import DEFAULT_MAX_PIXELS, ImageDecodeError, ImageRef
+from reidkit.runtime.backends.registry import AUTO, get_backend
 from reidkit.runtime.backends.select import select_backends
 from reidkit.runtime.cache import EmbeddingCache
+from reidkit.runtime.decode_pool import DECODE_MODES, DecodePool, Outcome, prepare
 from reidkit.runtime.members import SizeKey, fuse, input_sizes, resize_stacks, run_members
 
 if TYPE_CHECKING:
@@ -41,6 +44,10 @@ __all__ = ["EmbedStats", "Embedder", "Embeddings", "SizeKey", "fuse", "input_siz
 # member's input: at 1x the resize from a barely-large-enough crop moved mAP@20 by 0.02 on camera
 # frames, at 2x by under 0.01 for 18% more decode time (benchmarks/results/camera-photos.md).
 DECODE_HEADROOM = 2
+
+log = logging.getLogger("reidkit")
+
+_END = object()
 
 Input = Any  # str | os.PathLike | ImageRef (a file, or a box on it) | PIL.Image.Image | np.ndarray (uint8 HxW, HxWx3 or HxWx4)
 
@@ -54,6 +61,18 @@ class EmbedStats:
     seconds: float = 0.0
     decode_seconds: float = 0.0
     infer_seconds: float = 0.0
+    decode_mode: str = ""  # threads | processes: which path decoded this run
+    # wall clock (time.time()) when the first and the last batch left the engines, and the first batch's
+    # size: what separates start-up (engines, workers, the first images) from the steady rate after it
+    first_batch_at: float = 0.0
+    first_batch_images: int = 0
+    last_batch_at: float = 0.0
+
+    @property
+    def steady_images_per_s(self) -> float:
+        """Embedding rate after the first batch (NaN with fewer than two batches)."""
+        span = self.last_batch_at - self.first_batch_at
+        return (self.embedded - self.first_batch_images) / span if span > 0 else float("nan")
 
 
 @dataclass
@@ -81,6 +100,24 @@ def _describe(item: Input, i: int) -> Any:
     return str(item) if isinstance(item, (str, os.PathLike, ImageRef)) else i
 
 
+def decode_floor(sizes: Sequence[SizeKey], reduced: bool) -> tuple[int, int] | None:
+    """The smallest decode that serves every member: a JPEG is decoded once, at the DCT reduction
+    that still covers DECODE_HEADROOM x the largest member input (None: full resolution)."""
+    if not reduced:
+        return None
+    return DECODE_HEADROOM * max(sz[0] for sz in sizes), DECODE_HEADROOM * max(sz[1] for sz in sizes)
+
+
+def _engine_on_gpu(backend: str) -> bool:
+    """Before the engine loads: an explicit backend's device; for ``auto``, whether a GPU exists,
+    since ``auto`` takes a GPU engine wherever one can run (checked again once it has chosen)."""
+    if backend != AUTO:
+        return get_backend(backend).device == "cuda"
+    from reidkit.runtime.gpu import detect_gpus
+
+    return bool(detect_gpus())
+
+
 class Embedder:
     """Loads a bundle's engines once and embeds images with them; a context manager that
     closes its cache and engines on exit."""
@@ -91,15 +128,52 @@ class Embedder:
 
     def __init__(self, bundle: "Bundle", backend: str = AUTO, batch_size: int = 32, workers: int | None = None,
                  threads: int | None = None, cache: str | Path | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
-                 precision: str | None = None) -> None:
+                 precision: str | None = None, decode: str = "auto") -> None:
+        """``decode``: ``processes`` decodes in worker processes, one per usable CPU (what keeps a
+        GPU fed); ``threads`` in this process, leaving the cores to a CPU engine; ``auto`` picks
+        processes when the engine runs on a GPU. ``workers``: how many decode workers."""
+        if decode not in DECODE_MODES:
+            raise ReidkitError(f"decode {decode!r}: choose one of {', '.join(DECODE_MODES)}")
         self.bundle = bundle
-        sel = select_backends(bundle, backend, precision, threads)
-        self.backend_name, self.precision, self.reason, self.backends = sel.name, sel.precision, sel.reason, sel.backends
         self.batch_size = max(1, batch_size)
-        self.workers = workers or min(8, usable_cpus())
         self.max_pixels = max_pixels
         self.sizes = input_sizes(bundle)
-        self.cache = EmbeddingCache(cache, bundle.key(self.precision, self.backend_name), bundle.dim) if cache else None
+        self.cache: EmbeddingCache | None = None
+        self.backends: list[Any] = []
+        self.pool: DecodePool | None = None
+        self._workers = workers
+        self._pool_refused = False
+        # the pool starts before the engines load, so the workers' start-up overlaps the loading
+        self._use_decode("processes" if decode == "processes" or (decode == "auto" and _engine_on_gpu(backend)) else "threads",
+                         fallback=decode == "auto")
+        try:
+            sel = select_backends(bundle, backend, precision, threads)
+            self.backend_name, self.precision, self.reason, self.backends = sel.name, sel.precision, sel.reason, sel.backends
+            if decode == "auto":  # the guess was made before `auto` chose its engine
+                self._use_decode("processes" if get_backend(self.backend_name).device == "cuda" else "threads", fallback=True)
+            self.cache = EmbeddingCache(cache, bundle.key(self.precision, self.backend_name), bundle.dim) if cache else None
+        except BaseException:
+            self.close()
+            raise
+
+    def _use_decode(self, mode: str, fallback: bool) -> None:
+        """Switch to ``mode``, starting or closing the pool; with ``fallback``, a pool that cannot
+        start (too little shared memory) leaves decoding to threads instead of failing the run."""
+        if mode == "processes" and self._pool_refused:
+            mode = "threads"
+        elif mode == "processes" and self.pool is None:
+            try:
+                self.pool = DecodePool(self.sizes, self._workers)
+            except ReidkitError as exc:
+                if not fallback:
+                    raise
+                log.warning("decoding in threads: %s", exc)
+                self._pool_refused, mode = True, "threads"
+        elif mode == "threads" and self.pool is not None:
+            self.pool.close()
+            self.pool = None
+        self.decode = mode
+        self.workers = self.pool.workers if self.pool is not None else self._workers or min(8, usable_cpus())
 
     @property
     def label(self) -> str:
@@ -112,6 +186,9 @@ class Embedder:
         self.close()
 
     def close(self) -> None:
+        if self.pool is not None:
+            self.pool.close()
+            self.pool = None
         if self.cache is not None:
             self.cache.close()
             self.cache = None
@@ -124,30 +201,38 @@ class Embedder:
     def run_prepared(self, stacks: Mapping[SizeKey, np.ndarray]) -> np.ndarray:
         return run_members(self.bundle, self.backends, stacks)
 
-    def _prepare(self, item: Input, known: set[str]) -> tuple[str, dict[SizeKey, np.ndarray] | None, float]:
-        t = time.perf_counter()
-        if isinstance(item, (str, os.PathLike, ImageRef)):
-            ref = item if isinstance(item, ImageRef) else ImageRef(Path(item))
+    def _outcomes(self, inputs: Sequence[Input], known: set[str]) -> Generator[Outcome, None, None]:
+        """Each input prepared, in input order, by the pool's processes or by threads."""
+        min_hw = decode_floor(self.sizes, self.reduced_decode)
+        if self.pool is not None:
+            return self.pool.imap(inputs, known, min_hw, self.max_pixels, max(2 * self.batch_size, 2 * self.pool.slots))
+        return self._thread_outcomes(inputs, known, min_hw, max(2 * self.batch_size, 4 * self.workers))
+
+    def _thread_outcomes(self, inputs: Sequence[Input], known: set[str], min_hw: tuple[int, int] | None,
+                         window: int) -> Generator[Outcome, None, None]:
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="decode") as pool:
+            futures: deque[Future] = deque()
+            it = iter(inputs)
+
+            def top_up() -> None:
+                while len(futures) < window:
+                    item = next(it, _END)
+                    if item is _END:
+                        return
+                    futures.append(pool.submit(prepare, item, self.sizes, self.max_pixels, min_hw, known))
+
+            top_up()
             try:
-                data = ref.path.read_bytes()
-            except OSError as exc:
-                raise ImageDecodeError(ref.path, f"cannot read file ({exc.strerror or exc})") from None
-            key = content_key(data)
-            if ref.bbox is not None:  # another box on the same photo is another subject
-                key = content_key(f"{key} bbox {ref.bbox!r}".encode())
-            if key in known:
-                return key, None, time.perf_counter() - t
-            # decoded once, at the DCT reduction that still covers DECODE_HEADROOM x the largest member input
-            need = (DECODE_HEADROOM * max(sz[0] for sz in self.sizes),
-                    DECODE_HEADROOM * max(sz[1] for sz in self.sizes)) if self.reduced_decode else None
-            img = decode_rgb(data, str(ref), self.max_pixels, box=ref.bbox, min_hw=need)
-        else:
-            img = to_rgb(item) if isinstance(item, Image.Image) else from_array(item)
-            key = content_key(b"rgb%dx%d:" % img.size + img.tobytes())
-            if key in known:
-                return key, None, time.perf_counter() - t
-        arrays = {s: resize_to(img, s[0], s[1], s[2]) for s in self.sizes}
-        return key, arrays, time.perf_counter() - t
+                while futures:
+                    fut = futures.popleft()
+                    top_up()
+                    try:
+                        yield fut.result()
+                    except ImageDecodeError as exc:
+                        yield exc
+            finally:
+                for f in futures:
+                    f.cancel()
 
     def embed(self, inputs: Sequence[Input], progress: bool = False, desc: str = "embedding") -> Embeddings:
         """Embed paths, :class:`ImageRef` boxes on photos, PIL images or uint8 arrays; inputs that cannot be used are reported in
@@ -156,7 +241,7 @@ class Embedder:
 
         t0 = time.perf_counter()
         n = len(inputs)
-        stats = EmbedStats(images=n)
+        stats = EmbedStats(images=n, decode_mode=self.decode)
         known = self.cache.keys() if self.cache is not None else set()
         out = np.zeros((n, self.bundle.dim), np.float32)
         keys: list[str | None] = [None] * n
@@ -164,7 +249,6 @@ class Embedder:
         owner: dict[str, int] = {}  # content key -> the input position whose row holds it
         later: list[int] = []  # positions filled from the cache or from an identical input
         pending: list[tuple[int, dict[SizeKey, np.ndarray]]] = []
-        window = max(2 * self.batch_size, 4 * self.workers)
         bar = progress_bar(total=n, enabled=progress, desc=desc, unit="img")
 
         def flush() -> None:
@@ -176,30 +260,19 @@ class Embedder:
             if self.cache is not None:
                 self.cache.put({keys[i]: fused[j] for j, i in enumerate(rows)})  # type: ignore[misc]
             stats.embedded += len(rows)
+            stats.last_batch_at = time.time()
+            if not stats.first_batch_at:
+                stats.first_batch_at, stats.first_batch_images = stats.last_batch_at, len(rows)
             pending.clear()
 
-        with ThreadPoolExecutor(self.workers, thread_name_prefix="decode") as pool:
-            futures: deque[tuple[int, Future]] = deque()
-            it = iter(range(n))
-
-            def top_up() -> None:
-                while len(futures) < window:
-                    i = next(it, None)
-                    if i is None:
-                        return
-                    futures.append((i, pool.submit(self._prepare, inputs[i], known)))
-
-            top_up()
-            try:
-                while futures:
-                    i, fut = futures.popleft()
-                    top_up()
-                    try:
-                        key, arrays, dt = fut.result()
-                    except ImageDecodeError as exc:
-                        skipped.append((_describe(inputs[i], i), exc.reason))
+        try:
+            with closing(self._outcomes(inputs, known)) as outcomes:
+                for i, got in enumerate(outcomes):
+                    if isinstance(got, ImageDecodeError):
+                        skipped.append((_describe(inputs[i], i), got.reason))
                         bar.update(1)
                         continue
+                    key, arrays, dt = got
                     stats.decode_seconds += dt
                     keys[i] = key
                     if arrays is None:
@@ -214,12 +287,10 @@ class Embedder:
                         if len(pending) >= self.batch_size:
                             flush()
                     bar.update(1)
-                if pending:
-                    flush()
-            finally:
-                for _, f in futures:
-                    f.cancel()
-                bar.close()
+            if pending:
+                flush()
+        finally:
+            bar.close()
         cached_keys = {k for i in later if (k := keys[i]) is not None and k not in owner}
         cached = self.cache.get(cached_keys) if self.cache is not None and cached_keys else {}
         for i in later:

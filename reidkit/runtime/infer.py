@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol, Sequence
@@ -52,13 +54,19 @@ class RunSummary:
     rows: int
     backend_reason: str = ""
     infer_seconds: float = 0.0  # inside the engines, of embed_seconds; the rest waited on decoding or ran the cache
-    decode_cpu_seconds: float = 0.0  # summed over the decode threads, so it can exceed embed_seconds
+    decode_cpu_seconds: float = 0.0  # summed over the decode workers, so it can exceed embed_seconds
+    decode_mode: str = ""  # threads | processes
+    startup_seconds: float = float("nan")  # from the process's launch to the first batch embedded
+    steady_images_per_s: float = float("nan")  # embedded after the first batch, per second, to the last
 
     def line(self) -> str:
         ips = self.images / self.seconds if self.seconds else float("nan")
         return (f"{self.images} images ({self.embedded} embedded, {self.from_cache} from cache, {len(self.skipped)} skipped) "
                 f"in {self.seconds:.2f}s = {ips:.1f} images/s on {self.backend}; embed {self.embed_seconds:.2f}s, "
-                f"rank {self.rank_seconds:.2f}s; {self.rows} rows\nengine: {self.backend} ({self.backend_reason})")
+                f"rank {self.rank_seconds:.2f}s; {self.rows} rows\nengine: {self.backend} ({self.backend_reason})"
+                + (f"\nstart-up {self.startup_seconds:.2f}s from launch to the first batch, then "
+                   f"{self.steady_images_per_s:.0f} images/s (decoding in {self.decode_mode})"
+                   if self.steady_images_per_s == self.steady_images_per_s else ""))
 
 
 def write_embeddings(path: Path, ids: Sequence[str], emb: Embeddings) -> None:
@@ -106,9 +114,26 @@ def _ranked_rows(G: np.ndarray, Q: np.ndarray, top_k: int, self_idx: np.ndarray,
     return batches()
 
 
+def seconds_since_launch() -> float:
+    """How long this process has run, from the kernel's record of its start (Linux), so start-up
+    counts the interpreter and the imports too; elsewhere, since reidkit was imported."""
+    try:
+        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return time.perf_counter() - _IMPORTED
+
+
+_IMPORTED = time.perf_counter()
+
+
 def _summary(embedder: ImageEmbedder, emb: Embeddings, t: tuple[float, float, float], rows: int) -> RunSummary:
-    return RunSummary(emb.stats.images, emb.stats.embedded, emb.stats.from_cache, emb.skipped, t[2] - t[0], t[1] - t[0], t[2] - t[1],
-                      embedder.label, rows, embedder.reason, emb.stats.infer_seconds, emb.stats.decode_seconds)
+    st = emb.stats
+    startup = st.first_batch_at - (time.time() - seconds_since_launch()) if st.first_batch_at else float("nan")
+    return RunSummary(st.images, st.embedded, st.from_cache, emb.skipped, t[2] - t[0], t[1] - t[0], t[2] - t[1],
+                      embedder.label, rows, embedder.reason, st.infer_seconds, st.decode_seconds, getattr(st, "decode_mode", ""),
+                      startup, getattr(st, "steady_images_per_s", float("nan")))
 
 
 def check_grouping(group_by: str, by: str, exact: bool = True) -> None:

@@ -33,6 +33,7 @@ class InferRequest:
     batch_size: int = 32
     workers: int | None = None
     threads: int | None = None
+    decode: str = "auto"  # where images are decoded: threads, processes, or auto (processes when the engine is on a GPU)
     cache: Path | None = None
     embeddings_out: Path | None = None
     qe: int = 0
@@ -102,7 +103,7 @@ def run_inference(req: InferRequest) -> InferResult:
     if req.ray_address:
         embedder = RayEmbedder(req.model, req.ray_address, req.backend, req.precision, req.batch_size, req.ray_parquet)
     else:
-        embedder = bundle.embedder(req.backend, req.precision, req.cache, req.batch_size, req.workers, req.threads)
+        embedder = bundle.embedder(req.backend, req.precision, req.cache, req.batch_size, req.workers, req.threads, req.decode)
     with embedder as emb:
         # the index is tied to what made the vectors; Ray actors resolve `auto` themselves, so their key is the graphs'
         key = bundle.key(req.precision or "fp32") if isinstance(emb, RayEmbedder) else bundle.key(emb.precision, emb.backend_name)

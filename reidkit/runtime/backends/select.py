@@ -177,11 +177,12 @@ def select_backends(bundle: Bundle, requested: str = AUTO, precision: str | None
         return fastest(bundle, fast, prec, threads)
     if len(fast) == 1:
         spec = fast[0]
-        skipped = "; ".join(f"{k}: {v}" for k, v in why_not.items() if BACKENDS[k].device == "cpu")
+        skipped = "; ".join(f"{k}: {v}" for k, v in why_not.items()  # compiled packages are opt-in: not news when absent
+                            if BACKENDS[k].device == "cpu" and not (BACKENDS[k].fmt == "aoti" and "no compiled members" in v))
         return Selection(spec.name, prec, f"auto: {spec.name}, the fastest CPU engine usable here" + (f" ({skipped})" if skipped else ""),
                          make_backends(bundle, spec.name, threads, prec))
     for spec in (b for b in cpu if b.fallback and b.name not in why_not):
-        faster = ", ".join(f"'reidkit[{b.extra}]'" for b in cpu if not b.fallback)
+        faster = ", ".join(f"'reidkit[{b.extra}]'" for b in cpu if not b.fallback and b.fmt != "aoti")  # aoti needs an export, not a package
         return Selection(spec.name, prec, f"auto: {spec.name}, no faster CPU engine is usable here (pip install {faster})",
                          make_backends(bundle, spec.name, threads, prec))
     raise MissingDependencyError(f"no engine can run {bundle.root} at {prec} here: "
