@@ -91,7 +91,7 @@ def test_aoti_packages_compile_for_this_gpu_pass_the_gate_and_rank_like_the_cpu(
         out = tmp_path / f"{precision}.csv"
         res = cli("reid-infer", "--model", tmp_path / "b", "--query", q, "--gallery", g, "-o", out, "--backend", "aoti-cuda",
                   "--precision", precision)
-        assert f"engine: aoti-cuda {precision}" in res.stdout
+        assert f"engine: aoti-cuda {precision}" in res.stdout and "decoding in processes" in res.stdout
         _assert_ranks_alike(out, tmp_path / "cpu.csv", tol)
     res = cli("reid-infer", "--model", tmp_path / "b", "--query", q, "--gallery", g, "-o", tmp_path / "auto.csv",
               env={**__import__("os").environ, "REIDKIT_CACHE_DIR": str(tmp_path / "cache")})

@@ -70,6 +70,14 @@ def compiled_here(bundle: "Bundle", device: str, precision: str) -> "dict[str, C
     return found
 
 
+def _ieee_fp32(torch) -> None:  # type: ignore[no-untyped-def]
+    """fp32 convolutions in fp32: cuDNN's default TF32 moves fp32 embeddings beyond the fp32
+    tolerance (as onnxruntime's did, ``ort.CUDA_OPTIONS``); the compiled code calls cuDNN, which
+    reads this process-wide setting at run time. The legacy switch, which every torch honours
+    (mixing it with the newer per-operator setting makes torch refuse to read either)."""
+    torch.backends.cudnn.allow_tf32 = False
+
+
 class AotiBackend:
     def __init__(self, package: str | Path, *, device: str = "cuda", batch: int = 32, threads: int | None = None) -> None:
         try:
@@ -82,6 +90,8 @@ class AotiBackend:
                                          "use a CPU engine")
         if device == "cpu" and threads:
             torch.set_num_threads(threads)
+        if device == "cuda":
+            _ieee_fp32(torch)
         self.name = f"aoti-{device}"
         self.device = device
         self.batch = batch
