@@ -127,10 +127,11 @@ if [ -n "$NV" ]; then
   LIBS=$(find "$NV/nvidia" -maxdepth 3 -type d -name lib 2>/dev/null | paste -sd:)
   export LD_LIBRARY_PATH="$LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 fi
-if ! "$PY" -c 'import reidkit' 2>/dev/null || [ "$("$PY" -c 'import reidkit, os; print(os.path.dirname(reidkit.__file__))')" != "$ROOT/reidkit" ]; then
+BIN=$(dirname "$(command -v "$PY")")
+# installed already (a dry run in a development environment) when the commands exist and reidkit imports from this tree
+if [ ! -x "$BIN/reid" ] || [ "$(cd / && "$PY" -c 'import reidkit, os; print(os.path.dirname(reidkit.__file__))' 2>/dev/null)" != "$ROOT/reidkit" ]; then
   "$PY" -m pip install -q --no-deps --no-build-isolation -e "$ROOT" > "$WORK/pip.log" 2>&1 || { cat "$WORK/pip.log"; fatal "pip install --no-deps -e . failed (above)"; }
 fi
-BIN=$(dirname "$(command -v "$PY")")
 [ -x "$BIN/reid" ] || fatal "the reid command is not in $BIN after installing"
 "$PY" - <<'EOF' | tee "$RES/versions.txt"
 import importlib, importlib.metadata as md
