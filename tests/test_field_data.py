@@ -328,3 +328,22 @@ def test_scenario_mode_crops_the_metadata_boxes(tmp_path, bundle):
     with load_bundle(bundle).embedder("ort-cpu", "fp32", None, 8, 2, 1) as emb:
         crop, whole = emb.embed([ImageRef(data / rel, box), data / rel]).vectors
     assert np.allclose(got[iid], crop, atol=1e-5) and not np.allclose(got[iid], whole, atol=1e-2)
+
+
+@pytest.mark.slow
+def test_unknown_identity_is_never_proposed_in_scenario_mode(tmp_path, bundle, synth):
+    rows = list(csv.DictReader((synth / "metadata.csv").read_text().splitlines()))
+    hidden = sorted({r["whale_id"] for r in rows})[:4]
+    for r in rows:
+        if r["whale_id"] in hidden:
+            r["whale_id"] = "unknown"  # photographed, not identified yet
+    meta = synth / "metadata_some_unknown.csv"  # beside the photos: metadata paths are relative to it
+    with open(meta, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    out = tmp_path / "ids.csv"
+    cli("reid", "infer", "--model", bundle, "--scenarios", synth / "query_scenarios.csv", "--metadata", meta, "--by", "identity",
+        "-o", out, "--quiet")
+    got = _read(out)
+    assert got and "unknown" not in {r["identity"] for r in got}

@@ -136,3 +136,36 @@ def test_an_encounter_is_ranked_once_and_never_by_its_own_images(fusion, expecte
     assert [m.identity for m in res[0]] == ["B", "C"]  # A's only image is e1's own
     assert res[0][0].cosine == pytest.approx(expected_b) and res[0][0].image == 1
     assert res[1][0].identity == "A" and res[1][0].image == 0
+
+
+def test_rewriting_a_matches_file_streams_in_chunks_with_the_same_result(tmp_path, monkeypatch):
+    """The open-set pass reads the written CSV while writing its replacement, a few rows at a time;
+    the result must not depend on the chunk, and a failure must leave the original file whole."""
+    from reidkit.calibration import Calibration
+    from reidkit.runtime import open_set
+
+    s, same = _pairs(3)
+    cal = Calibration({"identity": fit_curve(s, same)}, {})
+    rows = [(f"q{q}", f"w{j}", f"{score:.6f}", f"img{q}_{j}") for q in range(7)
+            for j, score in enumerate(sorted(np.random.default_rng(q).uniform(0, 1, 5), reverse=True))]
+    header = ["query_id", "identity", "score", "database_image_id"]
+    outs = []
+    for chunk in (3, 10_000):
+        path = tmp_path / f"m{chunk}.csv"
+        with open(path, "w", newline="") as fh:
+            csv.writer(fh, lineterminator="\n").writerows([header, *rows])
+        n = open_set.rewrite_matches(path, "identity", cal, 0.5, chunk=chunk)
+        outs.append(path.read_text())
+        assert n == len(rows) + 7  # one new_individual row per query
+    assert outs[0] == outs[1] and outs[0].splitlines()[0].endswith(",p_same")
+    path = tmp_path / "m3.csv"
+    before = path.read_text()
+
+    def broken(*a, **k):
+        raise RuntimeError("disk full")
+        yield  # a generator, as the real one
+
+    monkeypatch.setattr(open_set, "insert_new_individual", broken)
+    with pytest.raises(RuntimeError):
+        open_set.rewrite_matches(path, "identity", cal, 0.5)
+    assert path.read_text() == before

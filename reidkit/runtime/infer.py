@@ -237,7 +237,8 @@ def run_scenarios(embedder: ImageEmbedder, scenarios_csv: Path, metadata_csv: Pa
     row_of = dict(zip(needed, emb.rows_of(range(len(needed))).tolist())) | {i: -1 for i in listed if i in meta.bad_boxes}
     def rows() -> Iterator[tuple[str, ...]]:
         for sc in scenarios:
-            db = [d for d in sc.database if row_of[d] >= 0]
+            # an unidentified animal (wildlife-datasets' "unknown") is no individual a query could be
+            db = [d for d in sc.database if row_of[d] >= 0 and (by != "identity" or meta.whale_id[d] != schemas.UNKNOWN_IDENTITY)]
             qs = [(q, img) for q, img in sc.queries if row_of[img] >= 0]
             if not db or not qs:
                 continue

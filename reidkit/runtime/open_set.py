@@ -10,7 +10,7 @@ threshold is a probability when a calibration gives ``p_same``, otherwise a scor
 from __future__ import annotations
 
 import csv
-from itertools import groupby
+from itertools import groupby, islice
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
@@ -54,23 +54,31 @@ def _new_row(qid: str, score: float, threshold: float, curve: Curve | None) -> R
     return base if curve is None else (*base, f"{threshold:.6f}")
 
 
-def rewrite_matches(path: Path, by: str, calibration: Calibration | None, new_individual: float | None) -> int:
+def rewrite_matches(path: Path, by: str, calibration: Calibration | None, new_individual: float | None, chunk: int = 4096) -> int:
     """Add ``p_same`` (the calibration's level for ``by``) and the ``new_individual`` rows to a
     written matches CSV, in place and atomically; returns the rows now in it. A second pass over
-    the file keeps the ranking jobs unaware of the open set."""
+    the file keeps the ranking jobs unaware of the open set; it streams (the rows are read while
+    the new file is written, ``chunk`` rows calibrated at a time), so memory stays flat however
+    many queries there are."""
     if calibration is None and new_individual is None:
         raise ValueError("nothing to rewrite")
-    with open(path, newline="", encoding="utf-8") as fh:
+    with open(path, newline="", encoding="utf-8") as fh:  # the file is replaced only once the new one is complete
         reader = csv.reader(fh)
         header = next(reader)
-        rows: list[Row] = [tuple(r) for r in reader]
-    curve = None
-    if calibration is not None:
-        curve = calibration.curve(by)
-        rows, header = with_p_same(rows, curve, header.index("score")), [*header, schemas.P_SAME]
-    if new_individual is not None:
-        rows = list(insert_new_individual(rows, new_individual, curve))
-    return write_rows(path, header, rows)
+        rows: Iterable[Row] = (tuple(r) for r in reader)
+        curve = None
+        if calibration is not None:
+            curve = calibration.curve(by)
+            rows, header = _chunked_p_same(rows, curve, header.index("score"), chunk), [*header, schemas.P_SAME]
+        if new_individual is not None:
+            rows = insert_new_individual(rows, new_individual, curve)
+        return write_rows(path, header, rows)
+
+
+def _chunked_p_same(rows: Iterable[Row], curve: Curve, score_col: int, chunk: int) -> Iterator[Row]:
+    it = iter(rows)
+    while batch := list(islice(it, chunk)):
+        yield from with_p_same(batch, curve, score_col)
 
 
 def check_options(by: str, calibration: Calibration | None, new_individual: float | None) -> None:
