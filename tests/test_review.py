@@ -226,3 +226,28 @@ def test_metadata_only_form_takes_query_ids_as_image_ids(tmp_path, synth):
     review_cli("--matches", m, "--metadata", synth / "metadata.csv", "-o", tmp_path / "page", "--quiet")
     for q, cands in read_page(tmp_path / "page").blocks().items():
         assert [c["data-correct"] for c in cands] == [str(meta.whale_id[c["data-candidate"]] == meta.whale_id[q]).lower() for c in cands]
+
+
+def test_a_boxed_subject_is_shown_cropped_and_opens_the_whole_photo(tmp_path):
+    """Two animals boxed on one camera frame: each thumbnail is its own subject (the box's shape and
+    colour, not the frame's), while the side-by-side view opens the whole photo."""
+    frame = np.zeros((800, 1200, 3), np.uint8)
+    frame[100:700, 100:400] = (250, 20, 20)  # a tall red subject
+    frame[200:400, 600:1100] = (20, 20, 250)  # a wide blue one
+    Image.fromarray(frame).save(tmp_path / "frame.jpg", quality=95)
+    Image.fromarray(np.full((60, 60, 3), 128, np.uint8)).save(tmp_path / "other.jpg")
+    with open(tmp_path / "metadata.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["image_id", "path", "whale_id", "bbox"])
+        w.writerows([["red", "frame.jpg", "a", "[100, 100, 300, 600]"], ["blue", "frame.jpg", "b", "[600, 200, 500, 200]"],
+                     ["grey", "other.jpg", "c", ""]])
+    m = write_matches(tmp_path / "m.csv", [("red", "blue", "0.9"), ("red", "grey", "0.5"), ("blue", "red", "0.8")])
+    review_cli("--matches", m, "--metadata", tmp_path / "metadata.csv", "-o", tmp_path / "page", "--quiet")
+    imgs = {(a.get("class"), a["alt"]): a for tag, a in read_page(tmp_path / "page").tags if tag == "img" and "alt" in a}
+    red, blue = imgs[("qimg", "query red")], imgs[("cimg", "candidate blue")]
+    assert int(red["height"]) > int(red["width"]) and int(blue["width"]) > int(blue["height"])  # the boxes' shapes, not 3:2
+    for thumb, colour in ((red, 0), (blue, 2)):
+        pixels = np.asarray(Image.open(tmp_path / "page" / thumb["src"]).convert("RGB"), np.float64)
+        assert pixels[..., colour].mean() > 200  # nothing of the dark frame around the subject
+        assert thumb["data-full"].endswith("frame.jpg")
+    assert red["src"] != blue["src"]

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Mapping
 from reidkit.data.csvio import read_rows
 from reidkit.errors import ReidkitError
 from reidkit.data import schemas
+from reidkit.imaging import Box, ImageRef
 
 if TYPE_CHECKING:
     from reidkit.data.items import ItemSet
@@ -37,6 +38,19 @@ class Catalogue:
     db_identity: Mapping[str, str] = field(default_factory=dict)
     truth: Mapping[str, set[str]] | None = None
     query_meta: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # viewpoint, encounter_id, date per query
+    query_box: Mapping[str, Box] = field(default_factory=dict)  # id -> the subject's box, for ids that have one
+    db_box: Mapping[str, Box] = field(default_factory=dict)
+
+    def query_image(self, qid: str) -> Path | ImageRef:
+        """What the page shows for a query: its photo, or the subject in its box."""
+        return _shown(self.query_path[qid], self.query_box.get(qid))
+
+    def db_image(self, image_id: str) -> Path | ImageRef:
+        return _shown(self.db_path[image_id], self.db_box.get(image_id))
+
+
+def _shown(path: Path, box: Box | None) -> Path | ImageRef:
+    return path if box is None else ImageRef(path, box)
 
 
 @dataclass(frozen=True)
@@ -44,18 +58,18 @@ class Candidate:
     id: str  # database image id, or the identity in identity mode
     rank: int
     score: float
-    image: Path  # the image shown (in identity mode the identity's best image)
+    image: Path | ImageRef  # the image shown (in identity mode the identity's best image), cropped to its box if it has one
     image_id: str
     identity: str | None
     correct: bool | None
     p_same: float | None = None  # P(same individual), when the run was calibrated
-    more: tuple[Path, ...] = ()  # identity mode: other images of the identity, shown beside the best
+    more: tuple[Path | ImageRef, ...] = ()  # identity mode: other images of the identity, shown beside the best
 
 
 @dataclass(frozen=True)
 class QueryItem:
     id: str
-    image: Path
+    image: Path | ImageRef
     identity: str | None
     candidates: list[Candidate]
     truth: frozenset[str] | None  # true candidate ids (images, or identities); None when unknown
@@ -140,11 +154,11 @@ def build_review(matches: Path, cat: Catalogue, top_k: int | None = None) -> Rev
             cid = r["identity"] if kind == "identity" else image_id
             ident = r["identity"] if kind == "identity" else cat.db_identity.get(image_id)
             correct = None if true_ids is None else cid in true_ids
-            own = cat.query_path[qid]
-            more = tuple(g for d in sorted(by_identity.get(cid, ())) if d != image_id and (g := cat.db_path[d]) != own)[:MORE_IMAGES]
-            cands.append(Candidate(cid, rank, r["_score"], cat.db_path[image_id], image_id, ident, correct,  # type: ignore[arg-type]
+            own = cat.query_image(qid)
+            more = tuple(g for d in sorted(by_identity.get(cid, ())) if d != image_id and (g := cat.db_image(d)) != own)[:MORE_IMAGES]
+            cands.append(Candidate(cid, rank, r["_score"], cat.db_image(image_id), image_id, ident, correct,  # type: ignore[arg-type]
                                    r.get("_p_same"), more))  # type: ignore[arg-type]
-        queries.append(QueryItem(qid, cat.query_path[qid], cat.query_identity.get(qid), cands, true_ids, cat.query_meta.get(qid, {})))
+        queries.append(QueryItem(qid, cat.query_image(qid), cat.query_identity.get(qid), cands, true_ids, cat.query_meta.get(qid, {})))
     return Review(kind, queries, str(matches))
 
 
@@ -202,7 +216,8 @@ def folder_catalogue(query: Path, gallery: Path, labels: Path | None = None) -> 
             own = (qp[q].resolve(), qbox[q])
             truth[q] = {g for g in by_ident.get(ident, []) if (gp[g].resolve(), gbox[g]) != own}
     meta = {it.id: {k: str(it.extra[k]) for k in FILTERS if it.extra.get(k)} for it in qset.items}
-    return Catalogue(qp, gp, qi, gi, truth, {q: m for q, m in meta.items() if m})
+    return Catalogue(qp, gp, qi, gi, truth, {q: m for q, m in meta.items() if m},
+                     {q: b for q, b in qbox.items() if b is not None}, {g: b for g, b in gbox.items() if b is not None})
 
 
 def _item_identities(found: "ItemSet") -> dict[str, str]:
@@ -251,7 +266,7 @@ def scenario_catalogue(metadata: Path, scenarios: Path | None, labels: Path | No
     qmeta = {q: {k: rows[i][k] for k in FILTERS if rows.get(i, {}).get(k)} for q, i in q_image.items()}
     return Catalogue({q: meta.paths[i] for q, i in q_image.items()}, meta.paths,
                      {q: meta.whale_id[i] for q, i in q_image.items() if i in meta.whale_id}, meta.whale_id, truth,
-                     {q: m for q, m in qmeta.items() if m})
+                     {q: m for q, m in qmeta.items() if m}, {q: meta.bbox[i] for q, i in q_image.items() if i in meta.bbox}, meta.bbox)
 
 
 def labels_csv(path: Path) -> dict[str, set[str]]:

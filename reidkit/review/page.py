@@ -23,7 +23,8 @@ from urllib.parse import quote
 from reidkit.atomic import atomic_write
 from reidkit.review.histogram import score_histogram_svg
 from reidkit.review.model import FILTERS, QueryItem, Review, summary
-from reidkit.review.thumbs import Thumb, make_thumbnails
+from reidkit.imaging import ImageRef
+from reidkit.review.thumbs import Source, Thumb, make_thumbnails
 
 THUMBS = "thumbs"
 CSP = ("default-src 'none'; img-src 'self' file: data: blob:; style-src 'unsafe-inline'; "
@@ -45,7 +46,8 @@ def _full(src: Path, page_dir: Path) -> str:
     return "/".join(_a(quote(part)) for part in Path(rel).parts)  # a URL: '#', '?' and '%' in names stay names
 
 
-def _img(t: Thumb, alt: str, src: Path, page_dir: Path | None = None, cls: str = "") -> str:
+def _img(t: Thumb, alt: str, src: Source, page_dir: Path | None = None, cls: str = "") -> str:
+    src = src.path if isinstance(src, ImageRef) else src  # the side-by-side view shows the whole photo
     if t.name is None:
         return f'<div class="noimg" title="{_a(f"{src}: {t.error}")}">image unreadable<br>{escape(t.error)}</div>'
     full = f' data-full="{_full(src, page_dir)}"' if page_dir is not None else ""
@@ -54,7 +56,7 @@ def _img(t: Thumb, alt: str, src: Path, page_dir: Path | None = None, cls: str =
             f'alt="{_a(alt)}"{full}>')
 
 
-def _block(q: QueryItem, order: int, thumbs: dict[Path, Thumb], kind: str, page_dir: Path) -> str:
+def _block(q: QueryItem, order: int, thumbs: dict[Source, Thumb], kind: str, page_dir: Path) -> str:
     first = q.first_correct
     attrs = f'data-query="{_a(q.id)}" data-order="{order}" data-margin="{q.margin:.6f}"'
     attrs += f' data-top="{q.candidates[0].score:.6f}"' if q.candidates else ""

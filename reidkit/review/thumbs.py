@@ -3,8 +3,10 @@
 A 2,000-query page with top-5 shows 12,000 pictures; originals (a 344x1805 lateral whale
 view, a 12 MP camera frame) would make it crawl. Each distinct image becomes one small
 JPEG, with EXIF orientation applied by :func:`reidkit.imaging.load_rgb`, the decoder the
-model itself sees. Names derive from the file's path, size and mtime, so rebuilding the
-page over the same folder reuses finished thumbnails and remakes changed ones.
+model itself sees: a photo with a box (:class:`~reidkit.imaging.ImageRef`) shows the subject
+the model ranked, not the whole frame, and a large JPEG is decoded at a DCT reduction that
+still covers the thumbnail. Names derive from the file's path, size and mtime and the box, so
+rebuilding the page over the same folder reuses finished thumbnails and remakes changed ones.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from PIL import Image
 
 from reidkit.atomic import atomic_path
 from reidkit.cpus import usable_cpus
-from reidkit.imaging import ImageDecodeError, load_rgb
+from reidkit.imaging import ImageDecodeError, ImageRef, load_rgb
 from reidkit.progress import progress_bar
 
 #: Thumbnails fit in (ASPECT * height) x height: wide lateral views stay readable, tall top
@@ -36,13 +38,17 @@ class Thumb:
     error: str = ""
 
 
-def _name(src: Path, height: int) -> str:
-    st = src.stat()
-    key = f"{src.resolve()}|{st.st_size}|{st.st_mtime_ns}|{height}|{QUALITY}"
+Source = Path | ImageRef  # a whole photo, or the subject in a box on it
+
+
+def _name(src: Source, height: int) -> str:
+    path, box = (src.path, src.bbox) if isinstance(src, ImageRef) else (Path(src), None)
+    st = path.stat()
+    key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{height}|{QUALITY}" + (f"|{box}" if box is not None else "")
     return hashlib.sha1(key.encode("utf-8", "surrogateescape")).hexdigest()[:20] + ".jpg"
 
 
-def _make(src: Path, folder: Path, height: int) -> Thumb:
+def _make(src: Source, folder: Path, height: int) -> Thumb:
     try:
         name = _name(src, height)
     except OSError as exc:
@@ -55,7 +61,7 @@ def _make(src: Path, folder: Path, height: int) -> Thumb:
         except OSError:
             pass  # a damaged earlier thumbnail: make it again
     try:
-        img = load_rgb(src)
+        img = load_rgb(src, min_hw=(height, height))
     except ImageDecodeError as exc:
         return Thumb(None, error=exc.reason)
     img.thumbnail((max(1, round(ASPECT * height)), height), Image.Resampling.LANCZOS)
@@ -64,9 +70,9 @@ def _make(src: Path, folder: Path, height: int) -> Thumb:
     return Thumb(name, *img.size)
 
 
-def make_thumbnails(sources: Iterable[Path], folder: Path, height: int = 160, workers: int | None = None,
-                    progress: bool = True, prune: bool = True) -> dict[Path, Thumb]:
-    """One thumbnail per distinct source (keyed by the path as given). Unreadable images get a
+def make_thumbnails(sources: Iterable[Source], folder: Path, height: int = 160, workers: int | None = None,
+                    progress: bool = True, prune: bool = True) -> dict[Source, Thumb]:
+    """One thumbnail per distinct source (keyed by the path or box as given). Unreadable images get a
     ``Thumb`` with the reason instead of failing the page; with ``prune``, thumbnails in
     ``folder`` that no source uses any more are removed."""
     unique = list(dict.fromkeys(sources))
