@@ -347,3 +347,23 @@ def test_unknown_identity_is_never_proposed_in_scenario_mode(tmp_path, bundle, s
         "-o", out, "--quiet")
     got = _read(out)
     assert got and "unknown" not in {r["identity"] for r in got}
+
+
+def test_reid_train_reads_the_individual_from_the_coco_key_it_is_given(tmp_path):
+    """--coco-identity reaches the training reader: a key no annotation has is one line, exit 2, before
+    anything trains; the right key trains on those individuals."""
+    rng = np.random.default_rng(0)
+    images, annotations = [], []
+    for i in range(8):
+        Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(tmp_path / f"p{i}.png")
+        images.append({"id": i, "file_name": f"p{i}.png"})
+        annotations.append({"id": i, "image_id": i, "bbox": [4, 4, 40, 32], "name": "same", "individual": f"i{i % 2}"})
+    (tmp_path / "c.json").write_text(json.dumps({"images": images, "annotations": annotations}))
+    args = ["train", "--data", tmp_path / "c.json", "--backbone", "resnet10t", "--image-size", "32x32", "--embedding-dim", "8",
+            "--epochs", "1", "--batch-size", "4", "--val-identities", "0", "--out", tmp_path / "m.safetensors"]
+    bad = cli("reid", *args, "--coco-identity", "tag", check=False)
+    assert bad.returncode == 2 and "no annotation has the key 'tag'" in bad.stderr and "Traceback" not in bad.stderr
+    cli("reid", *args, "--coco-identity", "individual")
+    from reidkit.checkpoint_meta import read_member_metadata
+
+    assert read_member_metadata(tmp_path / "m.safetensors")["num_classes"] == 2  # i0, i1; by `name` it would be one

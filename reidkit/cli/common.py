@@ -70,6 +70,8 @@ def model_option(required: bool = True) -> F:
 
 
 quiet_option = click.option("--quiet", is_flag=True, help="No progress bar.")
+coco_identity_option = click.option("--coco-identity", metavar="KEY",
+                                    help="COCO JSON sources: the annotation key that names the individual (default: identity, else name).")
 
 
 def image_sources(query_help: str = "Folder mode: the query photos: a folder (flat or one sub-folder per identity), a "

@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from reidkit.cli.common import CONTEXT, engine_options, friendly, image_sources, labels_option, model_option, quiet_option
+from reidkit.cli.common import CONTEXT, coco_identity_option, engine_options, friendly, image_sources, labels_option, model_option, quiet_option
 from reidkit.runtime.decode_pool import DECODE_MODES
 from reidkit.runtime.encounters import FUSIONS, GROUPINGS
 from reidkit.runtime.request import InferRequest
@@ -23,8 +23,7 @@ D = InferRequest(model=Path(), out=Path())  # the defaults live on the request, 
 @click.command("infer", context_settings=CONTEXT)
 @model_option()
 @image_sources()
-@click.option("--coco-identity", metavar="KEY",
-              help="COCO JSON --query/--gallery: the annotation key that names the individual (default: identity, else name).")
+@coco_identity_option
 @click.option("-o", "--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Output CSV: query_id,database_image_id,score (or the --by identity columns).")
 @click.option("--top-k", default=D.top_k, type=click.IntRange(1, 10_000), help="Rows per query (scenario mode: at most 20).")

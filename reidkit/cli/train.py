@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from reidkit.cli.common import CONTEXT, friendly
+from reidkit.cli.common import CONTEXT, coco_identity_option, friendly
 from reidkit.train.defaults import DEFAULTS as D
 
 
@@ -16,6 +16,7 @@ from reidkit.train.defaults import DEFAULTS as D
 @click.option("--data", help="Training data: 'orl' (the ORL faces, or some of them: orl:1-30, orl:1-10,21-30), a metadata or "
                              "wildlife-datasets CSV, a COCO JSON, or a folder with one sub-folder per identity. Boxes are cropped; "
                              "images of no known individual (e.g. identity 'unknown') are left out.")
+@coco_identity_option
 @click.option("--config", "config", type=click.Path(dir_okay=False, path_type=Path), help="Ensemble .toml: train several members in one go.")
 @click.option("--backbone", default=D["backbone"], help="Any timm model name with features_only support.")
 @click.option("--image-size", default=D["image_size"],

@@ -64,7 +64,7 @@ def normalisation(o: dict[str, Any]) -> tuple[tuple[float, float, float], tuple[
 
 def build_config(kw: dict[str, Any]) -> TrainConfig:
     o = {**DEFAULTS, **{k: v for k, v in kw.items() if v is not None}}
-    unknown = set(o) - set(DEFAULTS) - {"out", "data", "weight", "progress"}
+    unknown = set(o) - set(DEFAULTS) - {"out", "data", "weight", "progress", "coco_identity"}  # the last: how --data is read
     if unknown:
         raise ReidkitError(f"unknown training option(s): {', '.join(sorted(unknown))}")
     size = o["image_size"]
@@ -102,7 +102,7 @@ def train_one(data: str, out: Path, kw: dict[str, Any]) -> dict[str, Any]:
     cfg = build_config(kw)
     if Path(out).suffix != ".safetensors":
         raise ReidkitError(f"--out {out}: checkpoints are .safetensors files")
-    return train_member(read_labelled(data), cfg, out, resume=bool(kw.get("resume")))
+    return train_member(read_labelled(data, kw.get("coco_identity")), cfg, out, resume=bool(kw.get("resume")))
 
 
 def train_from_config(path: Path, data: str | None, cli_kw: dict[str, Any]) -> list[dict[str, Any]]:
