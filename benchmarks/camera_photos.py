@@ -111,6 +111,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--bundle")
     ap.add_argument("--bundle-label", help="how the report describes --bundle (default: its path)")
+    ap.add_argument("--tag", default="", help="suffix of the report's name, e.g. the ensemble's (camera-photos-TAG.md)")
     ap.add_argument("--sizes", default="4000x3000,6000x4000")
     ap.add_argument("--cpus", type=int, default=1, help="pin to this many of the allowed CPUs (decode threads and engine threads)")
     ap.add_argument("--backend", default="auto")
@@ -163,7 +164,7 @@ def main() -> int:
             }
             report["sizes"][entry["frame"]] = entry
             print(json.dumps({k: v for k, v in entry.items() if k != "accuracy"} | {"accuracy": entry["accuracy"]}, indent=1), flush=True)
-    _write(report, Path(args.out))
+    _write(report, Path(args.out), f"camera-photos{'-' + args.tag if args.tag else ''}")
     return 0
 
 
@@ -184,11 +185,11 @@ def _verdicts(report: dict) -> list[str]:
     return out
 
 
-def _write(report: dict, out: Path) -> None:
+def _write(report: dict, out: Path, stem: str = "camera-photos") -> None:
     from reidkit.atomic import atomic_write
 
     out.mkdir(parents=True, exist_ok=True)
-    with atomic_write(out / "camera-photos.json", "w", encoding="utf-8") as fh:
+    with atomic_write(out / f"{stem}.json", "w", encoding="utf-8") as fh:
         json.dump(report, fh, indent=2)
     lines = [
         "# Field photos: a box on a camera-size JPEG, decoded at full size vs DCT-reduced", "",
@@ -217,9 +218,9 @@ def _write(report: dict, out: Path) -> None:
               "`Embedder.embed` end to end on the pinned CPUs; the three paths run back to back on the same engines. "
               "P@1 and mAP@20: leave-one-out over the 100 faces (9 true matches each).", "",
               "| frame | target | measured | |", "|---|---|---|---|", *_verdicts(report), ""]
-    with atomic_write(out / "camera-photos.md", "w", encoding="utf-8") as fh:
+    with atomic_write(out / f"{stem}.md", "w", encoding="utf-8") as fh:
         fh.write("\n".join(lines))
-    print(f"wrote {out / 'camera-photos.md'} and .json")
+    print(f"wrote {out / stem}.md and .json")
 
 
 if __name__ == "__main__":

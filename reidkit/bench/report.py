@@ -93,6 +93,11 @@ def _backend_runner(bundle: Bundle, name: str, precision: str) -> tuple[Runner, 
     spec = BACKENDS[name]
     if spec.fmt == "trt":
         size = sum((bundle.root / e.file).stat().st_size for e in bundle.engines) / 1e6
+    elif spec.fmt == "aoti":  # the packages the engine loaded: compiled for this machine at this precision
+        from reidkit.runtime.backends.aoti import compiled_here
+
+        found = compiled_here(bundle, spec.device, precision)
+        size = sum((bundle.root / c.file).stat().st_size for c in found.values()) / 1e6 if isinstance(found, dict) else float("nan")
     else:
         kind = artefact_for(spec.fmt, precision).kind
         size = sum(m.artefact(kind)[0].stat().st_size for m in bundle.members) / 1e6

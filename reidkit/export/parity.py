@@ -218,13 +218,15 @@ def batch_for(images: Sequence[Image.Image], height: int, width: int, policy: Re
 
 
 def format_table(results: Sequence[ParityResult]) -> str:
-    head = f"{'member':<16} {'variant':<10} {'images':>6} {'min cos':>10} {'mean cos':>10} {'max |err|':>10} {'needs':>18}  status"
+    wm = max([16, *(len(r.member) for r in results)])  # columns as wide as the longest name
+    wv = max([10, *(len(r.variant) for r in results)])
+    head = f"{'member':<{wm}} {'variant':<{wv}} {'images':>6} {'min cos':>10} {'mean cos':>10} {'max |err|':>10} {'needs':>24}  status"
     lines = [head, "-" * len(head)]
     for r in results:
         need = f"cos>={r.tolerance.min_cosine}" + (f",err<={r.tolerance.max_abs:g}" if r.tolerance.max_abs is not None else "")
         status = ("PASS" if r.passed else "FAIL") if r.gating else "shown only: the ranking gate judges"
-        lines.append(f"{r.member:<16} {r.variant:<10} {r.n_images:>6} {r.min_cosine:>10.7f} {r.mean_cosine:>10.7f} {r.max_abs:>10.2e} "
-                     f"{need if r.gating else '-':>18}  {status}")
+        lines.append(f"{r.member:<{wm}} {r.variant:<{wv}} {r.n_images:>6} {r.min_cosine:>10.7f} {r.mean_cosine:>10.7f} {r.max_abs:>10.2e} "
+                     f"{need if r.gating else '-':>24}  {status}")
     return "\n".join(lines)
 
 
