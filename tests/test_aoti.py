@@ -98,3 +98,13 @@ def test_without_a_compiled_package_the_engine_says_how_to_make_one(bundle, tmp_
     res = cli("reid-infer", "--model", bundle, "--query", orl_split / "query", "--gallery", orl_split / "gallery", "-o", tmp_path / "z.csv",
               "--backend", "aoti-cpu", check=False)
     assert res.returncode == 2 and "has no compiled members" in res.stderr and "--aoti" in res.stderr
+
+
+def test_reid_bench_measures_the_package_against_the_torch_reference(compiled, tmp_path, orl_split):
+    out = tmp_path / "report"
+    cli("reid-bench", "--model", compiled[0], "--images", orl_split / "query", "--backends", "torch,aoti-cpu",
+        "--batch-sizes", "4", "--max-images", "8", "--repeats", "1", "-o", out, "--checkpoints", compiled[0].parent / "m.safetensors")
+    rows = {(r["backend"], r["precision"]): r for r in json.loads((out / "report.json").read_text())["rows"]}
+    aoti = rows[("aoti-cpu", "fp32")]
+    assert aoti["status"] == "works" and aoti["images_per_s"] > 0 and aoti["min_cos"] > 0.9999
+    assert aoti["model_mb"] > 0  # the package compiled for this machine, not an ONNX file
