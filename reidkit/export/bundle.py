@@ -27,7 +27,7 @@ from reidkit.imaging import ResizePolicy
 from reidkit.runtime.bundle_format import (ARTEFACTS, DEFAULT_INT8_SCHEME, INT8_RANKING, INT8_SCHEMES, CompiledRecord, FileRef, Manifest, MemberRecord,
                                            Tolerance)
 
-from reidkit.export.options import INT8_KEEP_FP32, INT8_LABELS_LIMIT, INT8_METHODS, ExportOptions
+from reidkit.export.options import INT8_KEEP_FP32, INT8_LABELS_LIMIT, INT8_METHODS, ExportOptions, int8_keep_fp32
 
 log = logging.getLogger("reidkit")
 def gate_tolerances(opts: ExportOptions) -> dict[str, Tolerance]:
@@ -118,7 +118,8 @@ def _make_int8(src: Path, dst: Path, ctx: dict[str, Any]) -> None:
         return
     from reidkit.export.quantize import quantize_int8
 
-    quantize_int8(src, dst, batch_for(ctx["calibration"], ctx["h"], ctx["w"], ctx["policy"]), scheme=opts.int8_scheme)
+    quantize_int8(src, dst, batch_for(ctx["calibration"], ctx["h"], ctx["w"], ctx["policy"]), scheme=opts.int8_scheme,
+                  keep_depthwise=int8_keep_fp32(opts) == "depthwise")
 
 
 def _distil_recipe(opts: ExportOptions) -> dict[str, Any]:
@@ -129,7 +130,7 @@ def _distil_recipe(opts: ExportOptions) -> dict[str, Any]:
         return default if value is None else value
 
     return {"steps": given(opts.int8_steps, DEFAULT_STEPS), "lr": given(opts.int8_lr, DEFAULT_LR),
-            "batch": given(opts.int8_batch, DEFAULT_BATCH), "fp32_depthwise": opts.int8_keep_fp32 == "depthwise",
+            "batch": given(opts.int8_batch, DEFAULT_BATCH), "fp32_depthwise": int8_keep_fp32(opts) == "depthwise",
             "scheme": opts.int8_scheme}
 
 
@@ -171,10 +172,10 @@ def export_bundle(entries: Sequence[EnsembleEntry], out_dir: str | Path, opts: E
     images = parity_images(opts.parity_images)
     if opts.int8_method not in INT8_METHODS:
         raise ReidkitError(f"unknown INT8 method {opts.int8_method!r}; use one of {', '.join(INT8_METHODS)}")
-    if opts.int8_keep_fp32 not in INT8_KEEP_FP32:
+    if opts.int8_keep_fp32 is not None and opts.int8_keep_fp32 not in INT8_KEEP_FP32:
         raise ReidkitError(f"unknown --int8-keep-fp32 {opts.int8_keep_fp32!r}; use one of {', '.join(INT8_KEEP_FP32)}")
-    if opts.int8_keep_fp32 != "none" and opts.int8_method != "distil":
-        raise ReidkitError("--int8-keep-fp32 applies to --int8-method distil only")
+    if opts.int8_keep_fp32 is not None and not opts.int8:
+        raise ReidkitError("--int8-keep-fp32 sets what the INT8 graph leaves in fp32; it needs --int8")
     if opts.int8_cache is not None and opts.int8_method != "distil":
         raise ReidkitError("--int8-cache applies to --int8-method distil only (post-training INT8 takes seconds)")
     check_int8_scheme(opts)
@@ -260,7 +261,7 @@ def export_bundle(entries: Sequence[EnsembleEntry], out_dir: str | Path, opts: E
             fusion={"flip": opts.flip, "members": "concat", "normalize": True},
             parity={"images": len(images), "source": str(opts.parity_images or "ORL faces + synthetic Whale-do"),
                     **({"int8_calibration_images": len(calibration), "int8_method": opts.int8_method,
-                        "int8_scheme": opts.int8_scheme} if opts.int8 else {}),
+                        "int8_scheme": opts.int8_scheme, "int8_keep_fp32": int8_keep_fp32(opts)} if opts.int8 else {}),
                     **({"int8_distil": _distil_recipe(opts)} if opts.int8 and opts.int8_method == "distil" else {}),
                     **({"int8_ranking": _ranking_record(labelled, ranked)} if labelled is not None else {}),
                     "tolerances": {**{p: asdict(t) for p, t in tolerances.items()},

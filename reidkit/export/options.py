@@ -21,6 +21,11 @@ INT8_LABELS_LIMIT = 2000
 
 INT8_METHODS = ("ptq", "distil")
 INT8_KEEP_FP32 = ("none", "depthwise")
+# --int8-keep-fp32 when not given, by method. Post-training INT8 of the depthwise convolutions is
+# what moves an EfficientNet-class member's rankings, and OpenVINO runs the graph faster with them
+# left fp32 (benchmarks/results/int8-ranking-gate.md, the seed-like ensemble); distillation learns
+# around them, so it quantises everything unless asked.
+INT8_KEEP_FP32_DEFAULT = {"ptq": "depthwise", "distil": "none"}
 
 
 @dataclass
@@ -34,7 +39,7 @@ class ExportOptions:
     int8_steps: int | None = None  # None: DISTIL_STEPS
     int8_lr: float | None = None  # None: DISTIL_LR
     int8_batch: int | None = None  # None: DISTIL_BATCH
-    int8_keep_fp32: str = "none"  # distil: "depthwise" leaves the depthwise convolutions fp32
+    int8_keep_fp32: str | None = None  # "depthwise" leaves the depthwise convolutions fp32; None: INT8_KEEP_FP32_DEFAULT
     int8_cache: Path | None = None  # distil: finished twins kept here and reused (twin_cache)
     int8_min_cosine: float | None = None  # the INT8 gate's threshold, when the user sets their own
     int8_labels: str | None = None  # labelled photos (any read_labelled source): the INT8 gate judges rankings on them
@@ -52,3 +57,8 @@ class ExportOptions:
     parity_images: Path | None = None
     overwrite: bool = False
 
+
+
+def int8_keep_fp32(opts: ExportOptions) -> str:
+    """What the INT8 graph leaves in fp32 besides the stem and the neck: the user's choice, else the method's default."""
+    return opts.int8_keep_fp32 if opts.int8_keep_fp32 is not None else INT8_KEEP_FP32_DEFAULT.get(opts.int8_method, "none")

@@ -16,6 +16,9 @@ tool made for this; written by hand it would be a worse copy. Choices, and why:
   covers worst) and the last matmul (the neck, whose error lands directly in the
   embedding) stay fp32; both are a sliver of the FLOPs. On photos unlike the calibration
   set this lifted the minimum cosine from 0.972 to 0.994-0.998 and ran 5-10% faster.
+- The depthwise convolutions stay fp32 too unless ``--int8-keep-fp32 none``: quantised after
+  training, their per-channel ranges are where an EfficientNet-class member's rankings move,
+  and OpenVINO runs the graph faster without them in INT8 (benchmarks/results/int8-ranking-gate.md).
 - Calibration runs through the training resize on ~128 images (the parity set plus more
   synthetic whales and ORL faces, see ``parity.calibration_images``): with only the 24
   parity images, rare inputs beyond the calibrated ranges lost up to 0.07 cosine. Give
@@ -36,16 +39,22 @@ from reidkit.runtime.bundle_format import DEFAULT_INT8_SCHEME, INT8_SCHEMES
 QUANTISED_OPS = ["Conv", "MatMul", "Gemm"]
 
 
-def kept_fp32(model_path: str | Path) -> list[str]:
-    """Names of the first and the last quantisable nodes (ONNX lists nodes in topological order)."""
+def kept_fp32(model_path: str | Path, depthwise: bool = False) -> list[str]:
+    """Names of the first and the last quantisable nodes (ONNX lists nodes in topological order),
+    and with ``depthwise`` every grouped convolution's."""
     import onnx
 
-    names = [n.name for n in onnx.load(str(model_path)).graph.node if n.op_type in QUANTISED_OPS]
-    return sorted({names[0], names[-1]}) if names else []
+    nodes = [n for n in onnx.load(str(model_path)).graph.node if n.op_type in QUANTISED_OPS]
+    if not nodes:
+        return []
+    kept = {nodes[0].name, nodes[-1].name}
+    if depthwise:
+        kept |= {n.name for n in nodes if n.op_type == "Conv" and any(a.name == "group" and a.i > 1 for a in n.attribute)}
+    return sorted(kept)
 
 
 def quantize_int8(src: str | Path, dst: str | Path, calibration: np.ndarray, batch: int = 8,
-                  scheme: str = DEFAULT_INT8_SCHEME) -> None:
+                  scheme: str = DEFAULT_INT8_SCHEME, keep_depthwise: bool = True) -> None:
     """Write the INT8 twin of ``src`` to ``dst``, calibrated on uint8 [N,H,W,3] images."""
     try:
         from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quant_pre_process, quantize_static
@@ -69,7 +78,7 @@ def quantize_int8(src: str | Path, dst: str | Path, calibration: np.ndarray, bat
             quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
             quantize_static(str(pre), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                             reduce_range=INT8_SCHEMES[scheme].weight_levels < 127,
-                            op_types_to_quantize=QUANTISED_OPS, nodes_to_exclude=kept_fp32(pre),
+                            op_types_to_quantize=QUANTISED_OPS, nodes_to_exclude=kept_fp32(pre, keep_depthwise),
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
     finally:
         logging.getLogger().setLevel(quiet)
