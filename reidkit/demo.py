@@ -90,8 +90,9 @@ def int8_skipped(*args: str) -> str | None:
         worst = ", ".join(f"{f[0]} {float(f[3]):.3f}" for f in refused)
         need = refused[0][6].split(",")[0].replace("cos>=", "")
         return (f"the INT8 parity gate refuses these fine-tuned members (min cosine to fp32: {worst}; it needs {need}); "
-                "the fp32, FP16 and MNN results stand. INT8 that passes: reid export ensemble.toml -o bundle_int8 --int8 "
-                "--int8-method distil --int8-images YOUR_PHOTOS (research/int8-lite0/README.md)")
+                "the fp32, FP16 and MNN results stand. To judge INT8 by the rankings it gives on labelled photos of "
+                "individuals no member trained on: reid export ensemble.toml -o bundle_int8 --int8 --int8-labels YOUR_PHOTOS; "
+                "for INT8 closer to fp32: --int8-method distil --int8-images YOUR_PHOTOS (research/int8-lite0/README.md)")
     last = (res.stderr.strip().splitlines() or ["no message"])[-1].removeprefix("error: ")
     return f"reid export --int8 exited {res.returncode} ({last}); the other results stand"
 

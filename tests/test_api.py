@@ -206,3 +206,27 @@ def test_backend_trt_without_a_gpu_says_so_in_runtime_terms(tmp_path, bundle, or
     assert res.returncode == 2 and not (tmp_path / "m.csv").exists()
     (line,) = res.stderr.strip().splitlines()
     assert line.startswith("error: --backend trt: ") and "GPU" in line and "reid-export" not in line
+
+
+def test_auto_stops_timing_an_engine_many_times_slower_after_one_round():
+    """A slow engine keeps its first round's figure; only the close ones are timed again."""
+    import time
+    from types import SimpleNamespace
+
+    from reidkit.runtime.backends import select
+
+    class Engine:
+        def __init__(self, seconds):
+            self.seconds, self.calls = seconds, 0
+
+        def run(self, x):
+            self.calls += 1
+            time.sleep(self.seconds)
+            return np.ones((len(x), 4), dtype=np.float32) / 2
+
+    bundle = SimpleNamespace(members=[SimpleNamespace(size_key=(8, 8, "stretch"), height=8, width=8, weight=1.0)])
+    fast, close, slow = Engine(0.01), Engine(0.025), Engine(0.3)
+    rates = select._time(bundle, {"fast": [fast], "close": [close], "slow": [slow]}, "fp32", size=4)
+    assert fast.calls == close.calls == 1 + select.ROUNDS  # warm-up, then every round
+    assert slow.calls == 2  # warm-up and one round
+    assert rates["fast"] > rates["close"] > rates["slow"] > 0 and rates["slow"] < rates["fast"] / select.SLOWER_DROPPED

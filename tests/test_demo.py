@@ -41,7 +41,7 @@ def test_a_refused_int8_gate_is_one_line_with_the_figures_and_the_fix_never_an_e
                     "exit 1\n")
     fake.chmod(0o755)
     why = int8_skipped(str(fake), "--int8")
-    assert why is not None and "orl_lite0_112x96 0.871" in why and "needs 0.99" in why and "--int8-method distil" in why
+    assert why is not None and "orl_lite0_112x96 0.871" in why and "needs 0.99" in why and "--int8-method distil" in why and "--int8-labels" in why
     printed = capsys.readouterr()
     assert "error:" not in printed.out + printed.err + why
     ok = tmp_path / "ok-export"
