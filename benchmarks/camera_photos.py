@@ -4,16 +4,21 @@ The unseen ORL people s31-s40 (100 faces) are each placed at a random box on a c
 (12 MP, 4000x3000, and 24 MP, 6000x4000; seeded, as ``reid synth --camera`` places its
 whales) and saved as JPEG. One bundle embeds, in one interleaved run per frame size:
 
-- ``full``: every frame decoded at full resolution, then cropped (``Embedder.reduced_decode = False``);
-- ``scaled``: the default, the frame decoded at the largest DCT reduction that still leaves the
-  box at least ``DECODE_HEADROOM`` (``reidkit.runtime.embedder``) times the largest member input, then cropped;
+- ``full``: every frame decoded whole at full resolution, then cropped (``Embedder.decode_headroom = 0``);
+- ``scaled``: what the runtime ships, the members' own ``ResizePolicy.decode_headroom`` k: the
+  frame decoded at the largest DCT reduction that still leaves the box at least k times the
+  largest member input, the decoder stopping at the box's last row, then cropped;
 - ``small``: the same faces as the small pre-cropped files (the ORL PGMs), the layout the
-  demo measures.
+  demo measures;
+- ``shifted``: the full-size path with every box moved 2 pixels right and down, so the cosine
+  between two crops a few pixels apart stands beside the scaled path's;
+- a headroom sweep: the scaled path at k = 1, 2, 4, for the ranking quality each one keeps.
 
-Reported: decode ms per image (one thread, ``reidkit.imaging.decode_rgb``), end-to-end
-images/s of ``Embedder.embed`` (read, decode, crop, resize, run, fuse), the min/mean cosine
-between the full and the scaled embeddings of each frame and to the small file's, and
-leave-one-out P@1 and Whale-do mAP@20 (each face queries the other 99) per path.
+Reported: decode ms per image (one thread, ``reidkit.imaging.decode_rgb``; at each k also with
+the whole file decoded, to show what stopping below the box saves), end-to-end images/s of
+``Embedder.embed`` (read, decode, crop, resize, run, fuse), the min/mean cosine between the
+full and the scaled embeddings of each frame and to the small file's, and leave-one-out P@1
+and Whale-do mAP@20 (each face queries the other 99) per path.
 
 The bundle: ``--bundle DIR``, else ``demo_out/bundle`` (``python -m reidkit.demo demo_out``),
 else the demo's recipe is trained and exported here first (minutes). Run it on an otherwise
@@ -75,15 +80,29 @@ def _frames(size: tuple[int, int], out: Path, seed: int) -> list[tuple[Path, tup
     return made
 
 
-def _decode_ms(frames, need: tuple[int, int]) -> dict[str, float]:
-    from reidkit.imaging import decode_rgb
+def _decode_ms(frames, sizes, headrooms) -> dict[str, float]:
+    """One thread, best of two passes: the full-size path, and each headroom with and without
+    stopping at the box's last row (``whole``: the whole file entropy-decoded)."""
+    import reidkit.imaging as imaging
+    from reidkit.runtime.embedder import decode_floor
 
+    datas = [(path, path.read_bytes(), box) for path, box in frames]
+    stop = imaging._stop_below
+    runs = [("full", None, True)] + [(f"k{k}{'_whole' if whole else ''}", decode_floor(sizes, k), not whole)
+                                     for k in headrooms for whole in (False, True)]
     out = {}
-    for name, hw in (("full", None), ("scaled", need)):
-        t = time.perf_counter()
-        for path, box in frames:
-            decode_rgb(path.read_bytes(), path, box=box, min_hw=hw)
-        out[name] = 1000 * (time.perf_counter() - t) / len(frames)
+    try:
+        for name, hw, stopping in runs:
+            imaging._stop_below = stop if stopping else (lambda img, bottom, scale: None)  # type: ignore[assignment]
+            best = float("inf")
+            for _ in range(2):
+                t = time.perf_counter()
+                for path, data, box in datas:
+                    imaging.decode_rgb(data, path, box=box, min_hw=hw)
+                best = min(best, time.perf_counter() - t)
+            out[name] = 1000 * best / len(datas)
+    finally:
+        imaging._stop_below = stop
     return out
 
 
@@ -135,32 +154,45 @@ def main() -> int:
     report: dict = {"date": datetime.date.today().isoformat(), "machine": platform.processor() or platform.machine(),
                     "cpus": len(cpus), "bundle": bundle_from, "members": [f"{m.name} {m.height}x{m.width}" for m in bundle.members],
                     "faces": len(small), "sizes": {}}
+    shipped = sorted({m.resize.decode_headroom for m in bundle.members})
+    report["headroom"] = shipped
+    headrooms = sorted({1, 2, 4} | set(shipped))
     with bundle.embedder(args.backend, None, None, 32, len(cpus), len(cpus)) as emb:
-        need = (max(m.height for m in bundle.members), max(m.width for m in bundle.members))
         report["engine"] = emb.label
         emb.embed([s.path for s in small[:8]])  # warm the engines
         for size in sizes:
             frames = _frames(size, work / f"{size[0]}x{size[1]}", args.seed)
             refs = [ImageRef(p, b) for p, b in frames]
-            decode = _decode_ms(frames, need)
+            moved = [ImageRef(p, (b[0] + 2, b[1] + 2, b[2], b[3])) for p, b in frames]
+            decode = _decode_ms(frames, emb.sizes, headrooms)
             runs = {}
-            for name in ("full", "scaled", "small"):  # one interleaved run: the same engines, back to back
-                emb.reduced_decode = name != "full"
-                e = emb.embed([s.path for s in small] if name == "small" else refs)
+            # one interleaved run: the same engines, back to back
+            paths = [("full", 0, refs), ("scaled", None, refs), ("small", None, [s.path for s in small]), ("shifted", 0, moved)]
+            paths += [(f"k{k}", k, refs) for k in headrooms if [k] != shipped]
+            for name, headroom, items in paths:
+                emb.decode_headroom = headroom
+                e = emb.embed(items)
                 assert not e.skipped, e.skipped
                 runs[name] = {"images_per_s": len(e.vectors) / e.stats.seconds, "seconds": e.stats.seconds, "vectors": e.vectors}
-            emb.reduced_decode = True
+            emb.decode_headroom = None
+            if len(shipped) == 1:
+                runs[f"k{shipped[0]}"] = runs["scaled"]
             mb = sum(p.stat().st_size for p, _ in frames) / len(frames) / 1e6
+            full = runs["full"]["vectors"]
             entry = {
                 "frame": f"{size[0]}x{size[1]}", "megapixels": size[0] * size[1] / 1e6, "jpeg_mb": mb,
                 "box_px": {"min": int(min(min(b[2], b[3]) for _, b in frames)), "max": int(max(max(b[2], b[3]) for _, b in frames))},
-                "decode_ms": decode, "decode_speedup": decode["full"] / decode["scaled"],
+                "box_bottom": {"mean": float(np.mean([(b[1] + b[3]) / size[1] for _, b in frames]))},
+                "decode_ms": decode,
                 "images_per_s": {k: r["images_per_s"] for k, r in runs.items()},
                 "end_to_end_speedup": runs["scaled"]["images_per_s"] / runs["full"]["images_per_s"],
                 "scaled_vs_small_speed": runs["scaled"]["images_per_s"] / runs["small"]["images_per_s"],
-                "cosine_full_vs_scaled": _cos(runs["full"]["vectors"], runs["scaled"]["vectors"]),
+                "cosine_full_vs_scaled": _cos(full, runs["scaled"]["vectors"]),
+                "cosine_full_vs_shifted": _cos(full, runs["shifted"]["vectors"]),
                 "cosine_scaled_vs_small": _cos(runs["scaled"]["vectors"], runs["small"]["vectors"]),
-                "accuracy": {k: _metrics(r["vectors"], labels) for k, r in runs.items()},
+                "headroom": {k: {"cosine_full": _cos(full, runs[f"k{k}"]["vectors"]), **_metrics(runs[f"k{k}"]["vectors"], labels),
+                                 "images_per_s": runs[f"k{k}"]["images_per_s"]} for k in headrooms},
+                "accuracy": {k: _metrics(runs[k]["vectors"], labels) for k in ("full", "scaled", "small")},
             }
             report["sizes"][entry["frame"]] = entry
             print(json.dumps({k: v for k, v in entry.items() if k != "accuracy"} | {"accuracy": entry["accuracy"]}, indent=1), flush=True)
@@ -176,8 +208,9 @@ def _verdicts(report: dict) -> list[str]:
             (f"end to end >= {TARGETS['speedup_12mp']:g}x the full-size path", e["end_to_end_speedup"] >= TARGETS["speedup_12mp"],
              f"{e['end_to_end_speedup']:.2f}x"),
             (f"P@1 with boxes >= {TARGETS['p1_boxes']}", acc["scaled"]["P@1"] >= TARGETS["p1_boxes"], f"{acc['scaled']['P@1']:.3f}"),
-            (f"P@1 within {TARGETS['p1_gap']} of pre-cropped", abs(acc["scaled"]["P@1"] - acc["small"]["P@1"]) <= TARGETS["p1_gap"] + 1e-9,
-             f"{acc['scaled']['P@1']:.3f} vs {acc['small']['P@1']:.3f}"),
+            *[(f"{m} within {TARGETS['p1_gap']} of the {ref_name}", abs(acc["scaled"][m] - acc[ref][m]) <= TARGETS["p1_gap"] + 1e-9,
+               f"{acc['scaled'][m]:.3f} vs {acc[ref][m]:.3f}")
+              for m in ("P@1", "mAP@20") for ref, ref_name in (("small", "pre-cropped files"), ("full", "full-size path"))],
             (f"images/s >= {TARGETS['vs_small']}x pre-cropped", e["scaled_vs_small_speed"] >= TARGETS["vs_small"],
              f"{e['scaled_vs_small_speed']:.2f}x"),
         ]
@@ -191,20 +224,25 @@ def _write(report: dict, out: Path, stem: str = "camera-photos") -> None:
     out.mkdir(parents=True, exist_ok=True)
     with atomic_write(out / f"{stem}.json", "w", encoding="utf-8") as fh:
         json.dump(report, fh, indent=2)
+    k = "/".join(str(v) for v in report["headroom"])
     lines = [
-        "# Field photos: a box on a camera-size JPEG, decoded at full size vs DCT-reduced", "",
+        "# Field photos: a box on a camera-size JPEG, decoded whole at full size vs reduced to what the crop needs", "",
         f"{report['date']}, {report['machine']}, pinned to {report['cpus']} CPU(s), engine {report['engine']}; bundle: "
-        f"{report['bundle']} ({', '.join(report['members'])}). {report['faces']} faces (ORL s31-s40), each on its own frame "
-        "at a random box (`reidkit.data.synth.paste_subject`, 25-60% of the frame), JPEG quality 90. "
+        f"{report['bundle']} ({', '.join(report['members'])}; decode headroom k = {k}). {report['faces']} faces (ORL s31-s40), "
+        "each on its own frame at a random box (`reidkit.data.synth.paste_subject`, 25-60% of the frame), JPEG quality 90. "
         "Re-run: `python benchmarks/camera_photos.py` (see its docstring).", "",
+        "The full-size path decodes the whole file at full resolution and crops. The scaled path is what the runtime "
+        f"ships: the largest DCT reduction that leaves the box at least k = {k} times the largest member input, the "
+        "decoder stopping at the box's last row.", "",
         "| frame | JPEG MB | box side px | decode ms full | decode ms scaled | images/s full | images/s scaled | images/s small files "
         "| scaled / full | scaled / small |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
+    ship = report["headroom"][0]
     for frame, e in report["sizes"].items():
         ips = e["images_per_s"]
         lines.append(f"| {frame} | {e['jpeg_mb']:.2f} | {e['box_px']['min']}-{e['box_px']['max']} | {e['decode_ms']['full']:.1f} | "
-                     f"{e['decode_ms']['scaled']:.1f} | {ips['full']:.1f} | {ips['scaled']:.1f} | {ips['small']:.1f} | "
+                     f"{e['decode_ms'][f'k{ship}']:.1f} | {ips['full']:.1f} | {ips['scaled']:.1f} | {ips['small']:.1f} | "
                      f"{e['end_to_end_speedup']:.2f}x | {e['scaled_vs_small_speed']:.2f}x |")
     lines += ["", "| frame | path | P@1 | mAP@20 | cosine to full-size path (min / mean) | cosine to small file (min / mean) |",
               "|---|---|---|---|---|---|"]
@@ -214,10 +252,28 @@ def _write(report: dict, out: Path, stem: str = "camera-photos") -> None:
             pair = (e["cosine_full_vs_scaled"], e["cosine_scaled_vs_small"]) if name == "scaled" else None
             cos = [f"{c['min']:.4f} / {c['mean']:.4f}" for c in pair] if pair else ["-", "-"]
             lines.append(f"| {frame} | {name} | {a['P@1']:.3f} | {a['mAP@20']:.4f} | {cos[0]} | {cos[1]} |")
-    lines += ["", "Decode ms: one thread, `decode_rgb` with the box, without and with the members' input size. images/s: "
-              "`Embedder.embed` end to end on the pinned CPUs; the three paths run back to back on the same engines. "
-              "P@1 and mAP@20: leave-one-out over the 100 faces (9 true matches each).", "",
-              "| frame | target | measured | |", "|---|---|---|---|", *_verdicts(report), ""]
+        c = e["cosine_full_vs_shifted"]
+        lines.append(f"| {frame} | full, box moved 2 px | - | - | {c['min']:.4f} / {c['mean']:.4f} | - |")
+    lines += ["", "Decode ms: one thread, `decode_rgb` with the box, best of two passes. images/s: `Embedder.embed` end to "
+              "end on the pinned CPUs; all paths run back to back on the same engines. P@1 and mAP@20: leave-one-out over "
+              "the 100 faces (9 true matches each). The moved-box row is the yardstick for the cosines: the network "
+              "itself moves that much for a crop a few pixels off.", "",
+              "## Decode headroom", "",
+              "The scaled path at each headroom k (the decoded crop at least k times the member input), and the decode "
+              "time with the whole file entropy-decoded instead of stopping at the box's last row "
+              f"(the boxes end on average {100 * np.mean([e['box_bottom']['mean'] for e in report['sizes'].values()]):.0f}% "
+              "of the way down the frame).", "",
+              "| frame | k | decode ms | decode ms, whole file | images/s | P@1 | mAP@20 | cosine to full-size path (min / mean) |",
+              "|---|---|---|---|---|---|---|---|"]
+    for frame, e in report["sizes"].items():
+        d = e["decode_ms"]
+        for hk, h in e["headroom"].items():
+            lines.append(f"| {frame} | {hk} | {d[f'k{hk}']:.1f} | {d[f'k{hk}_whole']:.1f} | {h['images_per_s']:.1f} | {h['P@1']:.3f} | "
+                         f"{h['mAP@20']:.4f} | {h['cosine_full']['min']:.4f} / {h['cosine_full']['mean']:.4f} |")
+        a = e["accuracy"]["full"]
+        lines.append(f"| {frame} | full size | {d['full']:.1f} | {d['full']:.1f} | {e['images_per_s']['full']:.1f} | {a['P@1']:.3f} | "
+                     f"{a['mAP@20']:.4f} | - |")
+    lines += ["", "| frame | target | measured | |", "|---|---|---|---|", *_verdicts(report), ""]
     with atomic_write(out / f"{stem}.md", "w", encoding="utf-8") as fh:
         fh.write("\n".join(lines))
     print(f"wrote {out / stem}.md and .json")

@@ -18,7 +18,7 @@ import os
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -36,6 +36,12 @@ _INTERPOLATION = {
     "box": Image.Resampling.BOX,
 }
 
+
+#: A JPEG is decoded at the largest DCT reduction that still leaves the crop this many times the
+#: member's input: at 1x the resize from a barely-large-enough crop moved mAP@20 by 0.02 on camera
+#: frames, at 2x by under 0.01 (benchmarks/results/camera-photos.md). Each member's
+#: :class:`ResizePolicy` carries its own, so training, the export gate and the runtime agree.
+DECODE_HEADROOM = 2
 
 #: ``[x, y, w, h]`` in pixels of the image as displayed (EXIF orientation applied), floats allowed.
 Box = tuple[float, float, float, float]
@@ -79,25 +85,45 @@ class ResizePolicy:
     """How a decoded image becomes the member's HxW input.
 
     ``stretch`` ignores the aspect ratio (what the Where's Whale-do winners did with their
-    tall top views); ``letterbox`` keeps it and pads with ``pad_value``.
+    tall top views); ``letterbox`` keeps it and pads with ``pad_value``. ``decode_headroom``
+    is how large a JPEG's crop is decoded before the resize (see :data:`DECODE_HEADROOM`;
+    0 decodes at full resolution).
     """
 
     method: str = "stretch"
     interpolation: str = "bilinear"
     pad_value: int = 0
+    decode_headroom: int = DECODE_HEADROOM
 
     def __post_init__(self) -> None:
         if self.method not in ("stretch", "letterbox"):
             raise ValueError(f"unknown resize method {self.method!r}; use 'stretch' or 'letterbox'")
         if self.interpolation not in _INTERPOLATION:
             raise ValueError(f"unknown interpolation {self.interpolation!r}; use one of {sorted(_INTERPOLATION)}")
+        if not isinstance(self.decode_headroom, int) or isinstance(self.decode_headroom, bool) or self.decode_headroom < 0:
+            raise ValueError(f"decode headroom {self.decode_headroom!r}: a whole number >= 0 (0 decodes at full resolution)")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "ResizePolicy":
-        return cls(**{k: d[k] for k in ("method", "interpolation", "pad_value") if k in d})
+        return cls(**{k: d[k] for k in ("method", "interpolation", "pad_value", "decode_headroom") if k in d})
+
+    def decode_floor(self, height: int, width: int) -> tuple[int, int] | None:
+        """The smallest (height, width) a JPEG crop may be decoded at for this input; None: full size."""
+        if self.decode_headroom == 0:
+            return None
+        return self.decode_headroom * height, self.decode_headroom * width
+
+
+def decode_floor(inputs: "Iterable[tuple[int, int, ResizePolicy]]") -> tuple[int, int] | None:
+    """The smallest decode that serves every member, since a file is decoded once for all of
+    them: the largest of their floors (None, full resolution, when any member asks for it)."""
+    floors = [policy.decode_floor(h, w) for h, w, policy in inputs]
+    if not floors or any(f is None for f in floors):
+        return None
+    return max(f[0] for f in floors), max(f[1] for f in floors)  # type: ignore[index]
 
 
 def is_image_path(path: str | Path) -> bool:
@@ -130,7 +156,8 @@ def decode_rgb(data: bytes, name: str | Path = "<bytes>", max_pixels: int = DEFA
     of the image as displayed, so after the orientation is applied). With ``min_hw``, a JPEG
     is decoded at the largest DCT reduction (1/2, 1/4, 1/8) that still leaves the result at
     least that (height, width): a 12 MP frame resized to a 112x96 input does not need its
-    full-resolution IDCT, which is most of its decode time.
+    full-resolution IDCT, which is most of its decode time. With both, the decoder also stops
+    at the last row the box needs (the same pixels; see :func:`_stop_below`).
 
     Raises :class:`ImageDecodeError` with a readable reason for empty, truncated, non-image
     and oversized files and for boxes outside the image; never any other exception for bad data.
@@ -150,8 +177,13 @@ def decode_rgb(data: bytes, name: str | Path = "<bytes>", max_pixels: int = DEFA
             region = clip_box(box, shown) if box is not None else (0, 0, shown[0], shown[1])
             if region is None:
                 raise ImageDecodeError(name, f"box {format_box(box)} lies outside the {shown[0]}x{shown[1]} image")  # type: ignore[arg-type]
-            scale = _draft(img, region, min_hw) if min_hw is not None else 1
-            img.load()
+            scale, rows = 1, None
+            if min_hw is not None:
+                bottom = _stored_bottom(img, region)
+                scale = _draft(img, region, min_hw)
+                if box is not None:
+                    rows = _stop_below(img, bottom, scale)
+            _load(img, data, rows)
             # In place: without an Orientation tag exif_transpose would otherwise return a copy,
             # which measured 30% of the decode time of a 470x155 JPEG.
             ImageOps.exif_transpose(img, in_place=True)
@@ -204,6 +236,69 @@ def _draft(img: Image.Image, region: tuple[float, float, float, float], min_hw: 
     return max(1, round(w / got[1][2]))
 
 
+#: Filled into the pixel memory before a decode that stops below the box, so a decode that
+#: failed before its first row is told apart from one that stopped where it was asked to.
+_UNDECODED = {"RGB": (255, 0, 254), "L": 253}
+
+
+def _stored_bottom(img: Image.Image, region: tuple[float, float, float, float]) -> float:
+    """The last row of the file (stored orientation, full resolution; call it before a draft)
+    that ``region`` (displayed pixels) needs."""
+    x0, y0, x1, y1 = region
+    height = img.size[1]
+    o = img.getexif().get(0x0112, 1)
+    if o in (3, 4):  # upside down: the displayed top is the stored bottom
+        return height - y0
+    if o in (5, 8):  # transposed / rotated 90: displayed columns are stored rows
+        return x1
+    if o in (6, 7):
+        return height - x0
+    return y1
+
+
+def _stop_below(img: Image.Image, bottom: float, scale: int) -> int | None:
+    """Make the JPEG decoder stop after the rows the crop needs.
+
+    A baseline JPEG is entropy-coded top to bottom without an index, so the rows above a box
+    must be decoded, but those below it never have to be: at 1/8 scale the entropy decoding is
+    nearly all of a 12 MP frame's decode time, and it scales with the rows read (see
+    benchmarks/results/camera-photos.md). Pillow decodes the tile's extents only; the pixels of
+    the rows it does decode are the same as a whole-file decode's."""
+    if img.format != "JPEG" or img.mode not in _UNDECODED or len(img.tile) != 1:
+        return None
+    tile = img.tile[0]
+    w, h = img.size
+    rows = min(h, math.ceil(bottom / scale) + 1)
+    if tile.codec_name != "jpeg" or tuple(tile.extents) != (0, 0, w, h) or rows >= h - 8:
+        return None
+    img.tile = [tile._replace(extents=(0, 0, w, rows))]
+    img.im = Image.core.fill(img.mode, img.size, _UNDECODED[img.mode])
+    return rows
+
+
+def _load(img: Image.Image, data: bytes, rows: int | None) -> None:
+    """``img.load()``, accepting the decoder's complaint when it was told to stop early.
+
+    libjpeg reports a decode that ends before the last row as an error after the rows are
+    written; an error before the first row (a broken header) leaves the last wanted row as
+    filled, and then the whole file is decoded again so the real reason is raised."""
+    if rows is None:
+        img.load()
+        return
+    try:
+        img.load()
+        return
+    except OSError:
+        pass
+    last = np.asarray(img.crop((0, rows - 1, img.width, rows)))
+    if not np.all(last == np.asarray(_UNDECODED[img.mode], dtype=np.uint8)):
+        return
+    fresh = Image.open(io.BytesIO(data))
+    fresh.draft(img.mode, img.size)
+    fresh.load()  # raises the file's own error; a file that decodes was only unlucky in colour
+    img.im = fresh.im
+
+
 def from_array(arr: Any, name: str = "<array>") -> Image.Image:
     """A uint8 HxW, HxWx1, HxWx3 (RGB) or HxWx4 (RGBA) array as an RGB image, or a readable refusal."""
     a = np.asarray(arr)
@@ -245,7 +340,8 @@ def resize_to(img: Image.Image, height: int, width: int, policy: ResizePolicy) -
     return arr
 
 
-def load_readable(paths: "Sequence[Path | ImageRef]", limit: int | None = None) -> list[Image.Image]:
+def load_readable(paths: "Sequence[Path | ImageRef]", limit: int | None = None,
+                  min_hw: tuple[int, int] | None = None) -> list[Image.Image]:
     """Decode up to ``limit`` of ``paths``, passing over files that are not usable images
     (for sample sets such as parity and benchmark images, where a bad file is no error)."""
     out: list[Image.Image] = []
@@ -253,7 +349,7 @@ def load_readable(paths: "Sequence[Path | ImageRef]", limit: int | None = None) 
         if limit is not None and len(out) >= limit:
             break
         try:
-            out.append(load_rgb(p))
+            out.append(load_rgb(p, min_hw=min_hw))
         except ImageDecodeError:
             continue
     return out

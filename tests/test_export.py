@@ -22,7 +22,7 @@ def test_bundle_layout_and_manifest(bundle):
     for x in m["members"]:
         assert {p["variant"] for p in x["parity"]} - {"mnn-fp32"} == {"onnx-fp32", "onnx-fp16", "onnx-int8"}  # mnn: test_mnn.py
         assert all(p["passed"] for p in x["parity"])
-        assert x["resize"] == {"method": "stretch", "interpolation": "bilinear", "pad_value": 0}
+        assert x["resize"] == {"method": "stretch", "interpolation": "bilinear", "pad_value": 0, "decode_headroom": 2}
         model = onnx.load(str(bundle / x["onnx"]))
         onnx.checker.check_model(model, full_check=True)
         (inp,), (out,) = model.graph.input, model.graph.output

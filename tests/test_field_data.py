@@ -207,6 +207,41 @@ def test_boxes_are_in_displayed_pixels_and_clipped():
         decode_rgb(data, box=(300, 0, 10, 10))
 
 
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_decode_stops_below_the_box_and_gives_the_whole_file_pixels(orientation, monkeypatch):
+    import reidkit.imaging as imaging
+
+    rng = np.random.default_rng(orientation)
+    stored = Image.fromarray(rng.integers(0, 255, (100, 150, 3), dtype=np.uint8)).resize((1200, 800))
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = _jpeg(stored, exif=exif)
+    w, h = imaging.decode_rgb(data).size
+    rows = []
+    real = imaging._stop_below
+    monkeypatch.setattr(imaging, "_stop_below", lambda img, bottom, scale: rows.append(real(img, bottom, scale)) or rows[-1])
+    for box in ((0, 0, w // 3, h // 3), (w // 2, h // 2, w // 2, h // 2), (w // 4, 0, w // 3, h // 2), (0, h // 2, w // 2, h // 3)):
+        part = imaging.decode_rgb(data, box=box, min_hw=(40, 40))
+        monkeypatch.setattr(imaging, "_stop_below", lambda img, bottom, scale: None)
+        whole = imaging.decode_rgb(data, box=box, min_hw=(40, 40))
+        monkeypatch.setattr(imaging, "_stop_below", lambda img, bottom, scale: rows.append(real(img, bottom, scale)) or rows[-1])
+        assert part.size == whole.size
+        assert np.array_equal(np.asarray(part), np.asarray(whole)), (orientation, box)
+    assert sum(r is not None for r in rows) >= 2  # the decoder stopped early for some boxes in every orientation
+
+
+def test_a_broken_file_still_fails_when_the_decode_would_stop_early():
+    from reidkit.imaging import ImageDecodeError, decode_rgb
+
+    frame, box = _camera_frame(_face("s1", 1), size=(1600, 1200), box=(100, 100, 400, 400))
+    data = bytearray(_jpeg(frame))
+    sos = data.index(b"\xff\xc4")  # a Huffman table: corrupt its code counts
+    data[sos + 5:sos + 21] = b"\xff" * 16
+    with pytest.raises(ImageDecodeError):
+        decode_rgb(bytes(data), box=box, min_hw=(64, 64))
+    assert decode_rgb(_jpeg(frame), box=box, min_hw=(64, 64)).size == (100, 100)
+
+
 def test_synth_camera_writes_frames_with_boxes_in_both_layouts(tmp_path):
     from reidkit.data.items import read_items
 
@@ -367,3 +402,37 @@ def test_reid_train_reads_the_individual_from_the_coco_key_it_is_given(tmp_path)
     from reidkit.checkpoint_meta import read_member_metadata
 
     assert read_member_metadata(tmp_path / "m.safetensors")["num_classes"] == 2  # i0, i1; by `name` it would be one
+
+
+def test_the_decode_headroom_trains_exports_and_runs_as_one_setting(tmp_path, monkeypatch):
+    """`reid train --decode-headroom` decodes the training crops as the runtime will, and the
+    checkpoint and the bundle carry it to the export gate and the runtime."""
+    import reidkit.train.loop as loop
+    from reidkit.checkpoint_meta import read_member_metadata
+    from reidkit.runtime.bundle import load_bundle
+    from reidkit.runtime.embedder import decode_floor
+    from reidkit.train.config import train_one
+
+    images, annotations = [], []
+    for i in range(8):
+        frame, box = _camera_frame(_face(f"s{1 + i % 2}", 1 + i // 2), size=(1600, 1200), box=(200 + 40 * i, 300, 480, 560), seed=i)
+        frame.save(tmp_path / f"f{i}.jpg", quality=90)
+        images.append({"id": i, "file_name": f"f{i}.jpg"})
+        annotations.append({"id": i, "image_id": i, "bbox": list(box), "name": f"s{1 + i % 2}"})
+    (tmp_path / "c.json").write_text(json.dumps({"images": images, "annotations": annotations}))
+    seen = []
+    real = loop.decode_all
+    monkeypatch.setattr(loop, "decode_all", lambda samples, min_hw=None: seen.append(min_hw) or real(samples, min_hw))
+    kw = {"backbone": "resnet10t", "image_size": "48x32", "embedding_dim": 8, "epochs": 1, "batch_size": 4, "val_identities": "0",
+          "decode_headroom": 3, "progress": False}
+    train_one(str(tmp_path / "c.json"), tmp_path / "m.safetensors", kw)
+    assert seen == [(144, 96)]  # 3 x 48x32: a 1/2-scale decode (280x240 crops) rather than 560x480
+    assert read_member_metadata(tmp_path / "m.safetensors")["member"]["resize"]["decode_headroom"] == 3
+    cli("reid", "export", tmp_path / "m.safetensors", "-o", tmp_path / "b", "--parity-images", tmp_path / "c.json")
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert manifest["members"][0]["resize"]["decode_headroom"] == 3
+    with load_bundle(tmp_path / "b").embedder("ort-cpu", "fp32", None, 4, 1, 1) as emb:
+        assert decode_floor(emb.sizes) == (144, 96)
+        assert decode_floor(emb.sizes, 0) is None
+    bad = cli("reid", "train", "--data", tmp_path / "c.json", "--out", tmp_path / "x.safetensors", "--decode-headroom", "-1", check=False)
+    assert bad.returncode == 2 and "decode-headroom" in bad.stderr and not (tmp_path / "x.safetensors").exists()

@@ -68,6 +68,10 @@ from reidkit.train.defaults import DEFAULTS as D
 @click.option("--concat-stages", is_flag=True, help="Pool the last two stages and concatenate them.")
 @click.option("--resize", default=D["resize"], type=click.Choice(["stretch", "letterbox"]), help="Host resize policy (stored in the checkpoint).")
 @click.option("--interpolation", default=D["interpolation"], type=click.Choice(["bilinear", "bicubic", "nearest", "lanczos", "box"]))
+@click.option("--decode-headroom", default=D["decode_headroom"], type=click.IntRange(0), show_default=True,
+              help="Decode a JPEG at the largest DCT reduction (1/2, 1/4, 1/8) that leaves the subject at least this many "
+                   "times the input size; 0 decodes the whole file at full resolution. A 12 MP camera frame then decodes several times "
+                   "faster and its crop stays small in memory. Stored in the checkpoint: export and inference decode the same way.")
 @click.option("--hflip", is_flag=True, help="Random horizontal flips (off by default: flank chirality matters).")
 @click.option("--pretrained", is_flag=True, help="Load timm hub weights (needs internet).")
 @click.option("--weights", type=click.Path(exists=True, dir_okay=False),

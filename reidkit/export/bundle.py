@@ -23,7 +23,7 @@ from reidkit.errors import ParityError, ReidkitError
 from reidkit.export.parity import (TOLERANCES, LabelledSet, RankingResult, batch_for, calibration_images, compare, distillation_images,
                                    format_ranking_table, format_table, labelled_images, parity_images, rank_compare)
 from reidkit.hashing import sha256_file
-from reidkit.imaging import ResizePolicy
+from reidkit.imaging import ResizePolicy, decode_floor
 from reidkit.runtime.bundle_format import (ARTEFACTS, DEFAULT_INT8_SCHEME, INT8_RANKING, INT8_SCHEMES, CompiledRecord, FileRef, Manifest, MemberRecord,
                                            Tolerance)
 
@@ -72,6 +72,19 @@ def _member_names(entries: Sequence[EnsembleEntry]) -> list[str]:
             name, k = f"{base}_{k}", k + 1
         names.append(name)
     return names
+
+
+def _decode_floor(entries: Sequence[EnsembleEntry]) -> tuple[int, int] | None:
+    """The members' decode floor, read from the checkpoints' metadata before any network is
+    built, so the gate's photos are decoded as the runtime will decode them."""
+    from reidkit.checkpoint_meta import read_member_metadata
+
+    inputs = []
+    for entry in entries:
+        member = read_member_metadata(entry.checkpoint)["member"]
+        h, w = member["input_size"]
+        inputs.append((int(h), int(w), ResizePolicy.from_dict(member.get("resize", {}))))
+    return decode_floor(inputs)
 
 
 def _run_artefact(kind: str, path: Path, batch: np.ndarray) -> np.ndarray:
@@ -169,7 +182,8 @@ def export_bundle(entries: Sequence[EnsembleEntry], out_dir: str | Path, opts: E
     extra = [k for k in MAKERS if getattr(opts, k)]
     check_ranking_gate(opts)
     tolerances = gate_tolerances(opts)
-    images = parity_images(opts.parity_images)
+    floor = _decode_floor(entries)
+    images = parity_images(opts.parity_images, min_hw=floor)
     if opts.int8_method not in INT8_METHODS:
         raise ReidkitError(f"unknown INT8 method {opts.int8_method!r}; use one of {', '.join(INT8_METHODS)}")
     if opts.int8_keep_fp32 is not None and opts.int8_keep_fp32 not in INT8_KEEP_FP32:
@@ -179,11 +193,11 @@ def export_bundle(entries: Sequence[EnsembleEntry], out_dir: str | Path, opts: E
     if opts.int8_cache is not None and opts.int8_method != "distil":
         raise ReidkitError("--int8-cache applies to --int8-method distil only (post-training INT8 takes seconds)")
     check_int8_scheme(opts)
-    labelled: LabelledSet | None = labelled_images(opts.int8_labels, INT8_LABELS_LIMIT) if opts.int8_labels is not None else None
+    labelled: LabelledSet | None = labelled_images(opts.int8_labels, INT8_LABELS_LIMIT, floor) if opts.int8_labels is not None else None
     if opts.int8_method == "distil" and opts.int8:
-        calibration = distillation_images(opts.int8_images, opts.parity_images)
+        calibration = distillation_images(opts.int8_images, opts.parity_images, min_hw=floor)
     else:
-        calibration = calibration_images(opts.parity_images) if opts.int8 else []
+        calibration = calibration_images(opts.parity_images, min_hw=floor) if opts.int8 else []
     device = resolve_device(opts.device) if opts.int8 and opts.int8_method == "distil" else "cpu"
     out_dir = Path(out_dir)
     members: list[MemberRecord] = []

@@ -108,7 +108,7 @@ def rank_compare(member: str, variant: str, reference: np.ndarray, candidate: np
                          tol, bool(ok))
 
 
-def labelled_images(data: str | Path, limit: int) -> LabelledSet:
+def labelled_images(data: str | Path, limit: int, min_hw: tuple[int, int] | None = None) -> LabelledSet:
     """The ``--int8-labels`` photos: individuals seen at least twice (an image with no other of its
     individual has no true match to keep), whole individuals in name order up to ``limit`` images.
     An unreadable file is reported and passed over, as in any batch."""
@@ -132,7 +132,7 @@ def labelled_images(data: str | Path, limit: int) -> LabelledSet:
         decoded = []
         for s in by_id[ident]:
             try:
-                decoded.append(load_rgb(s.ref))
+                decoded.append(load_rgb(s.ref, min_hw=min_hw))
             except ImageDecodeError as exc:
                 bad += 1
                 logging.getLogger("reidkit").warning("--int8-labels: passing over %s", exc)
@@ -148,13 +148,14 @@ def labelled_images(data: str | Path, limit: int) -> LabelledSet:
     return LabelledSet(str(data), images, labels)
 
 
-def parity_images(folder: str | Path | None, limit: int = 32) -> list[Image.Image]:
+def parity_images(folder: str | Path | None, limit: int = 32, min_hw: tuple[int, int] | None = None) -> list[Image.Image]:
     """The given folder's images (up to ``limit``), else ORL faces plus synthetic Whale-do images.
-    A metadata CSV or COCO JSON with boxes gives its subjects, cropped as training and inference crop them."""
+    A metadata CSV or COCO JSON with boxes gives its subjects, cropped and decoded as training
+    and inference do (``min_hw``: the bundle's :func:`reidkit.imaging.decode_floor`)."""
     if folder is not None:
         from reidkit.data.items import read_items
 
-        imgs = load_readable([it.ref for it in read_items(Path(folder)).items], limit)
+        imgs = load_readable([it.ref for it in read_items(Path(folder)).items], limit, min_hw)
         if not imgs:
             raise ParityError(f"--parity-images {folder}: no readable images there")
         return imgs
@@ -170,7 +171,7 @@ def parity_images(folder: str | Path | None, limit: int = 32) -> list[Image.Imag
     return imgs[:limit]
 
 
-def calibration_images(folder: str | Path | None, limit: int = 128) -> list[Image.Image]:
+def calibration_images(folder: str | Path | None, limit: int = 128, min_hw: tuple[int, int] | None = None) -> list[Image.Image]:
     """Images that set the INT8 activation ranges: more, and more varied, than the parity set.
 
     Calibrated on the 24 default parity images alone, a whale-trained member's worst image
@@ -180,7 +181,7 @@ def calibration_images(folder: str | Path | None, limit: int = 128) -> list[Imag
     folder: up to ``limit`` of its images, so calibration matches the user's photos.
     """
     if folder is not None:
-        return parity_images(folder, limit)
+        return parity_images(folder, limit, min_hw)
     from reidkit.data.synth import sample_images
 
     imgs = parity_images(None) + sample_images(64, seed=11)
@@ -193,7 +194,8 @@ def calibration_images(folder: str | Path | None, limit: int = 128) -> list[Imag
     return imgs[:limit]
 
 
-def distillation_images(folder: str | Path | None, parity_folder: str | Path | None, limit: int = 4000) -> list[Image.Image]:
+def distillation_images(folder: str | Path | None, parity_folder: str | Path | None, limit: int = 4000,
+                        min_hw: tuple[int, int] | None = None) -> list[Image.Image]:
     """Unlabelled images the INT8 twin learns from (``--int8-images``), else the calibration set.
 
     The parity images are left out either way, so the gate judges the twin on images it
@@ -204,9 +206,9 @@ def distillation_images(folder: str | Path | None, parity_folder: str | Path | N
         if parity_folder is not None and Path(parity_folder).resolve() == Path(folder).resolve():
             raise ReidkitError(f"--int8-images {folder} is also --parity-images: the gate must judge images "
                               "the INT8 model did not train on; give two folders")
-        return parity_images(folder, limit)
-    gate = len(parity_images(parity_folder))
-    imgs = calibration_images(parity_folder)[gate:]
+        return parity_images(folder, limit, min_hw)
+    gate = len(parity_images(parity_folder, min_hw=min_hw))
+    imgs = calibration_images(parity_folder, min_hw=min_hw)[gate:]
     if len(imgs) < 16:
         raise ReidkitError(f"--parity-images {parity_folder} leaves {len(imgs)} images beyond the gate's {gate} to distil INT8 "
                           "from; give your photos with --int8-images DIR")

@@ -20,7 +20,7 @@ import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generator, Iterable, Mapping, Sequence
 
@@ -29,6 +29,7 @@ import numpy as np
 from reidkit.cpus import usable_cpus
 from reidkit.errors import ReidkitError
 from reidkit.imaging import DEFAULT_MAX_PIXELS, ImageDecodeError, ImageRef
+from reidkit.imaging import decode_floor as imaging_decode_floor
 from reidkit.runtime.backends.registry import AUTO, get_backend
 from reidkit.runtime.backends.select import select_backends
 from reidkit.runtime.cache import EmbeddingCache
@@ -39,11 +40,6 @@ if TYPE_CHECKING:
     from reidkit.runtime.bundle import Bundle
 
 __all__ = ["EmbedStats", "Embedder", "Embeddings", "SizeKey", "fuse", "input_sizes", "resize_stacks", "run_members"]
-
-# A JPEG is decoded at the largest DCT reduction that still leaves the crop this many times the
-# member's input: at 1x the resize from a barely-large-enough crop moved mAP@20 by 0.02 on camera
-# frames, at 2x by under 0.01 for 18% more decode time (benchmarks/results/camera-photos.md).
-DECODE_HEADROOM = 2
 
 log = logging.getLogger("reidkit")
 
@@ -100,12 +96,12 @@ def _describe(item: Input, i: int) -> Any:
     return str(item) if isinstance(item, (str, os.PathLike, ImageRef)) else i
 
 
-def decode_floor(sizes: Sequence[SizeKey], reduced: bool) -> tuple[int, int] | None:
-    """The smallest decode that serves every member: a JPEG is decoded once, at the DCT reduction
-    that still covers DECODE_HEADROOM x the largest member input (None: full resolution)."""
-    if not reduced:
-        return None
-    return DECODE_HEADROOM * max(sz[0] for sz in sizes), DECODE_HEADROOM * max(sz[1] for sz in sizes)
+def decode_floor(sizes: Sequence[SizeKey], headroom: int | None = None) -> tuple[int, int] | None:
+    """How small a JPEG may be decoded for these members (:func:`reidkit.imaging.decode_floor`),
+    with their own headroom or ``headroom`` (0: full resolution)."""
+    if headroom is not None:
+        sizes = [(h, w, replace(p, decode_headroom=headroom)) for h, w, p in sizes]
+    return imaging_decode_floor(sizes)
 
 
 def _engine_on_gpu(backend: str) -> bool:
@@ -122,9 +118,10 @@ class Embedder:
     """Loads a bundle's engines once and embeds images with them; a context manager that
     closes its cache and engines on exit."""
 
-    #: Decode large JPEGs at the DCT reduction the member inputs allow; False decodes every file
-    #: at full resolution (only to measure what the reduction saves and costs).
-    reduced_decode: bool = True
+    #: None decodes a JPEG as the members' policies say (``ResizePolicy.decode_headroom``); a
+    #: number overrides their headroom, 0 decoding every file whole at full resolution. Only to
+    #: measure what the reduction saves and costs (benchmarks/camera_photos.py).
+    decode_headroom: int | None = None
 
     def __init__(self, bundle: "Bundle", backend: str = AUTO, batch_size: int = 32, workers: int | None = None,
                  threads: int | None = None, cache: str | Path | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
@@ -203,7 +200,7 @@ class Embedder:
 
     def _outcomes(self, inputs: Sequence[Input], known: set[str]) -> Generator[Outcome, None, None]:
         """Each input prepared, in input order, by the pool's processes or by threads."""
-        min_hw = decode_floor(self.sizes, self.reduced_decode)
+        min_hw = decode_floor(self.sizes, self.decode_headroom)
         if self.pool is not None:
             return self.pool.imap(inputs, known, min_hw, self.max_pixels, max(2 * self.batch_size, 2 * self.pool.slots))
         return self._thread_outcomes(inputs, known, min_hw, max(2 * self.batch_size, 4 * self.workers))

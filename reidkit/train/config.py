@@ -86,7 +86,8 @@ def build_config(kw: dict[str, Any]) -> TrainConfig:
     return TrainConfig(
         member=MemberConfig(backbone=o["backbone"], input_size=tuple(size), embedding_dim=int(o["embedding_dim"]),  # type: ignore[arg-type]
                             concat_stages=bool(o["concat_stages"]), mean=mean, std=std,
-                            resize={"method": o["resize"], "interpolation": o["interpolation"], "pad_value": 0}),
+                            resize={"method": o["resize"], "interpolation": o["interpolation"], "pad_value": 0,
+                                    "decode_headroom": int(o["decode_headroom"])}),
         head=HeadConfig(kind=o["head_kind"], s=float(o["scale"]), k=int(o["subcenters"]), margin=float(o["margin"]),
                         dynamic_a=float(o["margin_a"]), dynamic_lambda=float(o["margin_lambda"]), dynamic_b=float(o["margin_b"])),
         metric=metric,

@@ -34,12 +34,15 @@ class AugmentConfig:
     hflip: bool = False
 
 
-def decode_all(samples: Sequence[Sample]) -> tuple[list[Sample], list[Image.Image]]:
-    """Decode every sample once; unreadable files are skipped with one warning listing them."""
+def decode_all(samples: Sequence[Sample], min_hw: tuple[int, int] | None = None) -> tuple[list[Sample], list[Image.Image]]:
+    """Decode every sample once, as the runtime will (``min_hw``: the member's
+    ``ResizePolicy.decode_floor``); unreadable files are skipped with one warning listing them.
+    Held in memory for all epochs, a camera frame's crop costs kilobytes at the reduced scale
+    rather than the megabytes of its full-resolution pixels."""
     kept, images, bad = [], [], []
     for s in samples:
         try:
-            img = load_rgb(s.ref)  # cropped to the subject when the data has a box
+            img = load_rgb(s.ref, min_hw=min_hw)  # cropped to the subject when the data has a box
         except ImageDecodeError as exc:
             bad.append(f"{exc.path} ({exc.reason})")
             continue

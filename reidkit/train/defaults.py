@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from reidkit.imaging import DECODE_HEADROOM
+
 DEFAULTS: dict[str, Any] = {
     "backbone": "resnet18", "image_size": "112x96", "embedding_dim": 256, "epochs": 20, "batch_size": 32, "seed": 0,
     "device": "auto", "val_identities": "0.2", "select": "last", "head_kind": "subcenter_arcface", "subcenters": 2, "scale": 21.0, "margin": 0.3,
@@ -14,6 +16,7 @@ DEFAULTS: dict[str, Any] = {
     "lr": 1e-3, "head_lr": 1e-2, "warmup_epochs": 1.0, "ema": 0.0, "concat_stages": False, "resize": "stretch", "interpolation": "bilinear",
     "hflip": False, "pretrained": False, "weights": None, "workers": 0, "resume": False, "mean": None, "std": None,
     "metric_loss": "none", "metric_weight": 1.0, "metric_params": None, "samples_per_identity": 4,
+    "decode_headroom": DECODE_HEADROOM,
 }
 
 # The pytorch-metric-learning losses of ``--metric-loss`` (reidkit.train.metric_losses), in the

@@ -151,7 +151,8 @@ def train_member(samples: Sequence[Sample], cfg: TrainConfig, out: str | Path, r
     train_s, val_s = split_identities(samples, cfg.val_identities, cfg.seed)
     # built before decoding the images, so a --weights file that does not fit fails at once
     net = ReidNet(cfg.member, pretrained=cfg.pretrained, weights=cfg.weights)
-    train_s, train_imgs = decode_all(train_s)
+    floor = policy.decode_floor(*cfg.member.input_size)
+    train_s, train_imgs = decode_all(train_s, floor)
     classes = sorted({s.identity for s in train_s})
     cls_index = {c: i for i, c in enumerate(classes)}
     labels = [cls_index[s.identity] for s in train_s]
@@ -159,7 +160,7 @@ def train_member(samples: Sequence[Sample], cfg: TrainConfig, out: str | Path, r
     train_ds = ReidDataset(train_imgs, labels, cfg.member.input_size, policy, cfg.augment)
     val_ds = None
     if val_s:
-        val_s, val_imgs = decode_all(val_s)
+        val_s, val_imgs = decode_all(val_s, floor)
         val_ds = ReidDataset(val_imgs, [s.identity for s in val_s], cfg.member.input_size, policy, None)  # type: ignore[arg-type, misc]
 
     model = EmbeddingModel(net).to(device)
