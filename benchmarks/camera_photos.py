@@ -25,7 +25,8 @@ else the demo's recipe is trained and exported here first (minutes). Run it on a
 idle machine; the process is pinned to ``--cpus`` CPUs, and the ratios come from one
 interleaved run, so a slower machine shifts the three paths alike.
 
-Usage: python benchmarks/camera_photos.py [--bundle DIR] [--sizes 4000x3000,6000x4000] [--cpus 1] [--out benchmarks/results]
+Usage: python benchmarks/camera_photos.py [--bundle DIR] [--tag NAME] [--sizes 4000x3000,6000x4000] [--cpus 1] [--rounds 3]
+       [--out benchmarks/results]
 """
 
 from __future__ import annotations
@@ -106,6 +107,51 @@ def _decode_ms(frames, sizes, headrooms) -> dict[str, float]:
     return out
 
 
+def _reid_infer(bundle_dir: Path, frames, small, work: Path, backend: str, rounds: int = 2) -> dict:
+    """``reid infer`` as a user runs it, on every allowed CPU: metadata CSVs with boxes on the
+    frames against the same faces as small files (each person's shot 1 queries, the rest are
+    the gallery), interleaved; images/s from ``--report-json`` (the whole embedding, start-up
+    included), P@1 from the results CSV."""
+    import csv
+    import shutil
+
+    root = work / "reid-infer"
+    (root / "small").mkdir(parents=True, exist_ok=True)
+    tables: dict[str, dict[str, list]] = {"frames": {"q": [], "g": []}, "small": {"q": [], "g": []}}
+    ident = {}
+    for i, ((path, box), s) in enumerate(zip(frames, small)):
+        side = "q" if Path(s.path).stem == "1" else "g"
+        shutil.copyfile(s.path, root / "small" / f"{i}.pgm")
+        ident[str(i)] = s.identity
+        tables["frames"][side].append({"image_id": i, "path": str(path.relative_to(work)), "identity": s.identity,
+                                       "bbox": json.dumps([round(v, 2) for v in box])})
+        tables["small"][side].append({"image_id": i, "path": f"reid-infer/small/{i}.pgm", "identity": s.identity})
+    for name, t in tables.items():
+        for side, rows in t.items():
+            with open(work / f"{name}_{side}.csv", "w", newline="") as fh:
+                w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+                w.writeheader()
+                w.writerows(rows)
+    exe = Path(sys.executable).parent / "reid"
+    out: dict = {}
+    for _ in range(rounds):
+        for name in tables:
+            res = root / f"{name}.csv"
+            subprocess.run([str(exe), "infer", "--model", str(bundle_dir), "--query", str(work / f"{name}_q.csv"),
+                            "--gallery", str(work / f"{name}_g.csv"), "--backend", backend, "-o", str(res), "--quiet",
+                            "--report-json", str(root / f"{name}.json")], check=True, capture_output=True)
+            rep = json.loads((root / f"{name}.json").read_text())
+            best: dict[str, str] = {}
+            with open(res, newline="") as fh:
+                for row in csv.DictReader(fh):
+                    best.setdefault(row["query_id"], row["database_image_id"])
+            entry = out.setdefault(name, {"images_per_s": 0.0, "engine": rep["backend"]})
+            entry["images_per_s"] = max(entry["images_per_s"], rep["images_per_s"])
+            entry["P@1"] = float(np.mean([ident[q] == ident[d] for q, d in best.items()]))
+    out["ratio"] = out["frames"]["images_per_s"] / out["small"]["images_per_s"]
+    return out
+
+
 def _metrics(vectors: np.ndarray, labels: list[str]) -> dict[str, float]:
     """Leave-one-out P@1 (reidkit.metrics.embedding_metrics) and Whale-do mAP@20 (reidkit.metrics.whaledo_map)."""
     from reidkit.metrics import SubmissionRow, embedding_metrics, whaledo_map
@@ -135,9 +181,11 @@ def main() -> int:
     ap.add_argument("--cpus", type=int, default=1, help="pin to this many of the allowed CPUs (decode threads and engine threads)")
     ap.add_argument("--backend", default="auto")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved passes over every path; each path's best is reported")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = ap.parse_args()
-    cpus = sorted(os.sched_getaffinity(0))[: args.cpus]
+    allowed = sorted(os.sched_getaffinity(0))
+    cpus = allowed[: args.cpus]
     os.sched_setaffinity(0, cpus)
 
     from reidkit.data.orl import read_orl
@@ -156,7 +204,9 @@ def main() -> int:
                     "faces": len(small), "sizes": {}}
     shipped = sorted({m.resize.decode_headroom for m in bundle.members})
     report["headroom"] = shipped
+    report["rounds"] = args.rounds
     headrooms = sorted({1, 2, 4} | set(shipped))
+    infer_frames = None
     with bundle.embedder(args.backend, None, None, 32, len(cpus), len(cpus)) as emb:
         report["engine"] = emb.label
         emb.embed([s.path for s in small[:8]])  # warm the engines
@@ -169,11 +219,16 @@ def main() -> int:
             # one interleaved run: the same engines, back to back
             paths = [("full", 0, refs), ("scaled", None, refs), ("small", None, [s.path for s in small]), ("shifted", 0, moved)]
             paths += [(f"k{k}", k, refs) for k in headrooms if [k] != shipped]
-            for name, headroom, items in paths:
-                emb.decode_headroom = headroom
-                e = emb.embed(items)
-                assert not e.skipped, e.skipped
-                runs[name] = {"images_per_s": len(e.vectors) / e.stats.seconds, "seconds": e.stats.seconds, "vectors": e.vectors}
+            for r in range(args.rounds):
+                for name, headroom, items in paths:
+                    if r and name == "shifted":  # only its embeddings are reported
+                        continue
+                    emb.decode_headroom = headroom
+                    e = emb.embed(items)
+                    assert not e.skipped, e.skipped
+                    ips = len(e.vectors) / e.stats.seconds
+                    if name not in runs or ips > runs[name]["images_per_s"]:
+                        runs[name] = {"images_per_s": ips, "seconds": e.stats.seconds, "vectors": e.vectors}
             emb.decode_headroom = None
             if len(shipped) == 1:
                 runs[f"k{shipped[0]}"] = runs["scaled"]
@@ -195,7 +250,13 @@ def main() -> int:
                 "accuracy": {k: _metrics(runs[k]["vectors"], labels) for k in ("full", "scaled", "small")},
             }
             report["sizes"][entry["frame"]] = entry
+            if size == (4000, 3000):
+                infer_frames = frames
             print(json.dumps({k: v for k, v in entry.items() if k != "accuracy"} | {"accuracy": entry["accuracy"]}, indent=1), flush=True)
+    if infer_frames:
+        os.sched_setaffinity(0, allowed)
+        report["reid_infer"] = _reid_infer(bundle_dir, infer_frames, small, work, args.backend, args.rounds) | {"cpus": len(allowed)}
+        print(json.dumps(report["reid_infer"]), flush=True)
     _write(report, Path(args.out), f"camera-photos{'-' + args.tag if args.tag else ''}")
     return 0
 
@@ -215,6 +276,12 @@ def _verdicts(report: dict) -> list[str]:
              f"{e['scaled_vs_small_speed']:.2f}x"),
         ]
         out += [f"| {frame} | {name} | {got} | {'met' if ok else 'MISSED'} |" for name, ok, got in checks]
+    ri = report.get("reid_infer")
+    if ri:
+        for name, ok, got in ((f"reid infer P@1 >= {TARGETS['p1_boxes']}", ri["frames"]["P@1"] >= TARGETS["p1_boxes"], f"{ri['frames']['P@1']:.3f}"),
+                              (f"reid infer images/s >= {TARGETS['vs_small']}x pre-cropped", ri["ratio"] >= TARGETS["vs_small"],
+                               f"{ri['ratio']:.2f}x")):
+            out.append(f"| 4000x3000 | {name} | {got} | {'met' if ok else 'MISSED'} |")
     return out
 
 
@@ -255,7 +322,7 @@ def _write(report: dict, out: Path, stem: str = "camera-photos") -> None:
         c = e["cosine_full_vs_shifted"]
         lines.append(f"| {frame} | full, box moved 2 px | - | - | {c['min']:.4f} / {c['mean']:.4f} | - |")
     lines += ["", "Decode ms: one thread, `decode_rgb` with the box, best of two passes. images/s: `Embedder.embed` end to "
-              "end on the pinned CPUs; all paths run back to back on the same engines. P@1 and mAP@20: leave-one-out over "
+              f"end on the pinned CPUs, best of {report['rounds']} interleaved passes over all paths on the same engines. P@1 and mAP@20: leave-one-out over "
               "the 100 faces (9 true matches each). The moved-box row is the yardstick for the cosines: the network "
               "itself moves that much for a crop a few pixels off.", "",
               "## Decode headroom", "",
@@ -273,6 +340,16 @@ def _write(report: dict, out: Path, stem: str = "camera-photos") -> None:
         a = e["accuracy"]["full"]
         lines.append(f"| {frame} | full size | {d['full']:.1f} | {d['full']:.1f} | {e['images_per_s']['full']:.1f} | {a['P@1']:.3f} | "
                      f"{a['mAP@20']:.4f} | - |")
+    ri = report.get("reid_infer")
+    if ri:
+        lines += ["", "## reid infer, as a user runs it", "",
+                  f"`reid infer --query Q.csv --gallery G.csv` (metadata CSVs with `bbox`) on the 12 MP frames, against the same "
+                  f"run on the faces as small files; {ri['cpus']} CPUs, engine {ri['frames']['engine']}, each person's first shot "
+                  "queries the other 90. images/s: the command's `--report-json`, the whole embedding, start-up included "
+                  f"(100 photos: the first batch's decoding is a large share), best of {report['rounds']} interleaved runs.", "",
+                  "| input | images/s | P@1 |", "|---|---|---|",
+                  f"| 12 MP frames, boxes | {ri['frames']['images_per_s']:.1f} | {ri['frames']['P@1']:.3f} |",
+                  f"| small files | {ri['small']['images_per_s']:.1f} | {ri['small']['P@1']:.3f} |"]
     lines += ["", "| frame | target | measured | |", "|---|---|---|---|", *_verdicts(report), ""]
     with atomic_write(out / f"{stem}.md", "w", encoding="utf-8") as fh:
         fh.write("\n".join(lines))
