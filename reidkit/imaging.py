@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageFile, ImageOps
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".pgm", ".ppm", ".pnm", ".pbm", ".tif", ".tiff"})
 
@@ -264,12 +264,13 @@ def _stop_below(img: Image.Image, bottom: float, scale: int) -> int | None:
     nearly all of a 12 MP frame's decode time, and it scales with the rows read (see
     benchmarks/results/camera-photos.md). Pillow decodes the tile's extents only; the pixels of
     the rows it does decode are the same as a whole-file decode's."""
-    if img.format != "JPEG" or img.mode not in _UNDECODED or len(img.tile) != 1:
+    if (img.format != "JPEG" or img.mode not in _UNDECODED or not isinstance(img, ImageFile.ImageFile)
+            or len(img.tile) != 1):
         return None
     tile = img.tile[0]
     w, h = img.size
     rows = min(h, math.ceil(bottom / scale) + 1)
-    if tile.codec_name != "jpeg" or tuple(tile.extents) != (0, 0, w, h) or rows >= h - 8:
+    if tile.codec_name != "jpeg" or tile.extents is None or tuple(tile.extents) != (0, 0, w, h) or rows >= h - 8:
         return None
     img.tile = [tile._replace(extents=(0, 0, w, rows))]
     img.im = Image.core.fill(img.mode, img.size, _UNDECODED[img.mode])
