@@ -132,3 +132,34 @@ def test_ray_local_starts_its_own_cluster_and_writes_parquet_to_a_uri(tmp_path, 
     import pyarrow.dataset as pads
 
     assert pads.dataset(str(tmp_path / "emb"), format="parquet").to_table().num_rows == 100
+
+
+def test_boxes_on_camera_frames_embed_on_ray_as_in_one_process(tmp_path, bundle, cluster):
+    """Boxes reach the Ray tasks, which crop and decode at the members' DCT scale exactly as the
+    single-process runtime does: the same vectors, the same content keys, the same submission."""
+    from reidkit.data.items import read_items
+    from reidkit.distributed.ray_embed import embed_paths
+    from reidkit.imaging import ImageRef
+    from reidkit.runtime.bundle import load_bundle
+
+    cam = tmp_path / "cam"
+    cli("reid", "synth", cam, "--camera", "--camera-size", "1600x1200", "--images", "24", "--identities", "6", "--scenarios", "1")
+    items = read_items(cam / "metadata.csv").items
+    refs = [ImageRef(it.path, it.bbox) for it in items]
+    whole = items[0].path  # the same photo unboxed: another item, keyed apart
+    r = _bounded(embed_paths, bundle, [*refs, whole], str(tmp_path / "pq"), backend="ort-cpu", batch_size=8)
+    assert r.ids[0] == f"{items[0].path} bbox [{', '.join(f'{v:g}' for v in items[0].bbox)}]" and r.ids[-1] == str(whole)
+    assert not r.errors
+    with load_bundle(bundle).embedder("ort-cpu") as emb:
+        single = emb.embed([*refs, whole])
+    np.testing.assert_allclose(r.vectors, single.vectors, atol=1e-6)
+    assert r.content_hashes == single.keys and r.content_hashes[0] != r.content_hashes[-1]
+    args = ["--model", bundle, "--scenarios", cam / "query_scenarios.csv", "--metadata", cam / "metadata.csv",
+            "--backend", "ort-cpu", "--quiet"]
+    cli("reid-infer", *args, "-o", tmp_path / "plain.csv")
+    cli("reid-infer", *args, "--ray", cluster, "-o", tmp_path / "ray.csv", timeout=TIMEOUT_S)
+    plain, dist = _read(tmp_path / "plain.csv"), _read(tmp_path / "ray.csv")
+    assert plain.keys() == dist.keys() and plain
+    for q in plain:
+        assert [g for g, _ in dist[q]] == [g for g, _ in plain[q]]
+        np.testing.assert_allclose([s for _, s in dist[q]], [s for _, s in plain[q]], atol=1e-6)

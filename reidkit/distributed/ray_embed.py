@@ -1,7 +1,7 @@
 """Embedding on a Ray cluster with Ray Data (``reid-infer --ray ADDRESS|local``).
 
-Ray tasks read, hash, decode and resize the images (reidkit.imaging, each member's own resize
-policy); a pool of actors embeds them, each actor loading the bundle once and running the
+Ray tasks read, key, decode and resize the images with the single-process runtime's
+``prepare`` (boxes, each member's resize policy and decode scale); a pool of actors embeds them, each actor loading the bundle once and running the
 runtime's own backends and ``fuse``, exactly as a single process does. Embeddings land as
 Parquet (``id``, ``embedding``, ``content_hash``, ``error``) in a directory that may be local
 or a cloud URI (``s3://``, ``gs://``: whatever pyarrow's filesystems reach); the driver reads
@@ -14,6 +14,7 @@ always leaves room for a read task beside the pool; tests/test_ray.py runs it on
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import tempfile
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from reidkit.errors import MissingDependencyError, ReidkitError
-from reidkit.imaging import DEFAULT_MAX_PIXELS
+from reidkit.imaging import DEFAULT_MAX_PIXELS, ImageRef
 
 if TYPE_CHECKING:
     from reidkit.runtime.embedder import Embeddings
@@ -66,24 +67,24 @@ def _ray() -> Any:
     return ray
 
 
-def _decode_batch(batch: dict[str, np.ndarray], sizes: list[tuple[int, int, Any]], max_pixels: int) -> dict[str, Any]:
-    """Ray task: read + hash + decode + resize, with the single-process runtime's functions."""
-    from reidkit.hashing import content_key
-    from reidkit.imaging import ImageDecodeError, decode_rgb, resize_to
+def _decode_batch(batch: dict[str, np.ndarray], sizes: list[tuple[int, int, Any]], max_pixels: int,
+                  min_hw: tuple[int, int] | None) -> dict[str, Any]:
+    """Ray task: read, key, decode (cropped to the box, at the members' DCT scale) and resize with
+    the single-process runtime's own ``prepare``, so a photo embeds alike with and without Ray."""
+    import json
+
+    from reidkit.imaging import ImageDecodeError, ImageRef
+    from reidkit.runtime.decode_pool import prepare
 
     n = len(batch["id"])
     out: dict[str, Any] = {"id": batch["id"], "content_hash": [""] * n, "error": [""] * n}
     arrays = [np.zeros((n, h, w, 3), np.uint8) for h, w, _ in sizes]
-    for i, path in enumerate(batch["id"]):
+    for i, (path, box) in enumerate(zip(batch["path"], batch["bbox"])):
         try:
-            try:
-                data = Path(path).read_bytes()
-            except OSError as exc:
-                raise ImageDecodeError(Path(path), f"cannot read file ({exc.strerror or exc})") from None
-            out["content_hash"][i] = content_key(data)
-            img = decode_rgb(data, path, max_pixels)
-            for a, (h, w, policy) in zip(arrays, sizes):
-                a[i] = resize_to(img, h, w, policy)
+            key, got, _ = prepare(ImageRef(Path(path), json.loads(box) if box else None), sizes, max_pixels, min_hw, ())
+            out["content_hash"][i] = key
+            for a, s in zip(arrays, sizes):
+                a[i] = got[s]  # type: ignore[index]
         except ImageDecodeError as exc:
             out["error"][i] = exc.reason
     out["content_hash"] = np.array(out["content_hash"])
@@ -144,16 +145,17 @@ def connect(address: str, num_cpus: int | None = None) -> None:
         ray.init(address=address, **kw)
 
 
-def embed_paths(bundle_dir: str | Path, paths: Sequence[str | Path], parquet_dir: str | None = None, backend: str = "auto",
+def embed_paths(bundle_dir: str | Path, paths: Sequence[str | Path | ImageRef], parquet_dir: str | None = None, backend: str = "auto",
                 precision: str | None = None, batch_size: int = 32, max_pixels: int = DEFAULT_MAX_PIXELS,
                 actors: int | None = None) -> RayEmbedding:
-    """The Python entry point: embed ``paths`` on the connected Ray cluster (``connect`` first)
-    and return the embeddings in input order, also written as Parquet under ``parquet_dir``."""
+    """The Python entry point: embed ``paths`` (files, or :class:`ImageRef` boxes on photos) on the
+    connected Ray cluster (``connect`` first) and return the embeddings in input order, also
+    written as Parquet under ``parquet_dir``; a box's ``id`` is ``PATH bbox [x, y, w, h]``."""
     ray = _ray()
     import pyarrow.dataset as pads
 
     from reidkit.runtime.bundle import load_bundle
-    from reidkit.runtime.embedder import input_sizes
+    from reidkit.runtime.embedder import decode_floor, input_sizes
 
     t0 = time.perf_counter()
     bundle = load_bundle(bundle_dir)  # refuse a bad bundle on the driver, before any task starts
@@ -162,11 +164,14 @@ def embed_paths(bundle_dir: str | Path, paths: Sequence[str | Path], parquet_dir
     log.info("ray: %d embedding actor(s) x %.2g CPU%s, read tasks %.2g CPU", plan.actors, plan.actor_cpus,
              f" + {plan.actor_gpus:g} GPU" if plan.actor_gpus else "", plan.task_cpus)
     sizes = input_sizes(bundle)
-    ids = [str(Path(p)) for p in paths]
+    refs = [p if isinstance(p, ImageRef) else ImageRef(Path(p)) for p in paths]
+    ids = [str(r) for r in refs]
     if parquet_dir is None:
         parquet_dir = tempfile.mkdtemp(prefix="reidkit-ray-")
-    ds = ray.data.from_items([{"id": i} for i in ids], override_num_blocks=max(1, min(len(ids) // batch_size, 200)))
-    ds = ds.map_batches(_decode_batch, fn_kwargs={"sizes": sizes, "max_pixels": max_pixels}, batch_size=batch_size,
+    ds = ray.data.from_items([{"id": i, "path": str(r.path), "bbox": json.dumps(r.bbox) if r.bbox else ""}
+                               for i, r in zip(ids, refs)], override_num_blocks=max(1, min(len(ids) // batch_size, 200)))
+    ds = ds.map_batches(_decode_batch, fn_kwargs={"sizes": sizes, "max_pixels": max_pixels,
+                                                        "min_hw": decode_floor(sizes)}, batch_size=batch_size,
                         batch_format="numpy", num_cpus=plan.task_cpus)
     ds = ds.map_batches(_EmbedActor, fn_constructor_kwargs={"bundle_dir": str(Path(bundle_dir).resolve()), "backend": backend,
                                                             "precision": precision, "threads": plan.threads},

@@ -17,7 +17,7 @@ from reidkit.data.items import Item, ItemSet, read_items
 from reidkit.data.whaledo import read_metadata, read_scenarios
 from reidkit.errors import ReidkitError
 from reidkit.imaging import ImageRef
-from reidkit.runtime.embedder import Embedder, Embeddings
+from reidkit.runtime.embedder import Embeddings
 from reidkit.runtime.encounters import GROUPINGS
 from reidkit.runtime.identity import HEADER as IDENTITY_HEADER
 from reidkit.runtime.identity import folder_identities, identity_rows, rank_identities
@@ -165,8 +165,6 @@ def run_folders(embedder: ImageEmbedder, query: Path, gallery: Path, out: Path, 
         raise ReidkitError(f"--gallery {gallery}: no images found")
     qitems = qset.items
     gitems = _identified(gset, gallery) if by == "identity" else gset.items  # refused before any embedding work
-    if not isinstance(embedder, Embedder) and any(it.bbox is not None for it in qitems + gitems):
-        raise ReidkitError("--ray embeds whole photos; to crop to the boxes, run without --ray")
 
     def key(it: Item) -> tuple[Path, Any]:
         return it.path.resolve(), it.bbox
@@ -230,8 +228,6 @@ def run_scenarios(embedder: ImageEmbedder, scenarios_csv: Path, metadata_csv: Pa
         raise ReidkitError(f"--by identity needs a whale_id column in {metadata_csv} (the identity of each image)")
     listed = list(dict.fromkeys([img for s in scenarios for _, img in s.queries] + [d for s in scenarios for d in s.database]))
     needed = [i for i in listed if i not in meta.bad_boxes]  # a row with an unusable box is reported, not embedded
-    if meta.bbox and not isinstance(embedder, Embedder):
-        raise ReidkitError("--ray embeds whole photos; to crop to the boxes, run without --ray")
     emb = embedder.embed([ImageRef(meta.paths[i], meta.bbox[i]) if i in meta.bbox else meta.paths[i] for i in needed], progress=progress)
     t1 = time.perf_counter()
     row_of = dict(zip(needed, emb.rows_of(range(len(needed))).tolist())) | {i: -1 for i in listed if i in meta.bad_boxes}
