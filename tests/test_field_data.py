@@ -242,6 +242,67 @@ def test_a_broken_file_still_fails_when_the_decode_would_stop_early():
     assert decode_rgb(_jpeg(frame), box=box, min_hw=(64, 64)).size == (100, 100)
 
 
+def _herd() -> tuple[bytes, list]:
+    """A 12 MP frame with several subjects: two small boxes (one high, one low) and a large one."""
+    frame, a = _camera_frame(_face("s1", 1), box=(100, 100, 600, 700))
+    frame.paste(_face("s2", 1).resize((600, 700)), (2000, 1800))
+    frame.paste(_face("s3", 1).resize((2000, 2600)), (1900, 200))
+    return _jpeg(frame), [a, (2000, 1800, 600, 700), (1900, 200, 2000, 2600)]
+
+
+def test_boxes_on_one_photo_share_a_decode_per_reduction_and_decode_as_alone(monkeypatch):
+    import reidkit.imaging as imaging
+
+    data, boxes = _herd()
+    boxes = [*boxes, None, (5000, 0, 10, 10)]  # the whole photo, and a box outside it
+    loads = []
+    real = imaging._load
+    monkeypatch.setattr(imaging, "_load", lambda img, d, rows: loads.append(rows) or real(img, d, rows))
+    got = imaging.decode_crops(data, "herd.jpg", boxes, min_hw=(128, 112))
+    assert len(loads) == 2  # the two small boxes at 1/4, the large one and the whole photo at 1/8
+    loads.clear()
+    for box, crop in zip(boxes[:4], got):
+        alone = imaging.decode_rgb(data, "herd.jpg", box=box, min_hw=(128, 112))
+        assert np.array_equal(np.asarray(crop), np.asarray(alone)), box
+    assert len(loads) == 4
+    assert isinstance(got[4], imaging.ImageDecodeError) and "outside" in got[4].reason
+
+
+def test_a_truncation_spoils_only_the_boxes_below_it():
+    from reidkit.imaging import ImageDecodeError, decode_crops, decode_rgb
+
+    frame, upper = _camera_frame(_face("s1", 1), size=(1600, 1200), box=(100, 100, 300, 300))
+    lower = (900, 850, 300, 300)  # the same reduction as the upper box: one shared decode
+    data = _jpeg(frame)
+    cut = data[: len(data) * 11 // 20]  # the rows below about 55% of the frame are gone
+    top, bottom = decode_crops(cut, "cut.jpg", [upper, lower], min_hw=(64, 64))
+    assert np.array_equal(np.asarray(top), np.asarray(decode_rgb(data, box=upper, min_hw=(64, 64))))
+    assert isinstance(bottom, ImageDecodeError) and "truncated" in bottom.reason
+    with pytest.raises(ImageDecodeError, match="truncated"):
+        decode_rgb(cut, box=lower, min_hw=(64, 64))
+
+
+@pytest.mark.slow
+def test_the_embedder_reads_each_photo_once_for_all_its_boxes(tmp_path, bundle, monkeypatch):
+    import reidkit.imaging as imaging
+    from reidkit.imaging import ImageRef
+    from reidkit.runtime.bundle import load_bundle
+
+    data, boxes = _herd()
+    (tmp_path / "herd.jpg").write_bytes(data)
+    refs = [ImageRef(tmp_path / "herd.jpg", b) for b in boxes]
+    loads = []
+    real = imaging._load
+    monkeypatch.setattr(imaging, "_load", lambda img, d, rows: loads.append(rows) or real(img, d, rows))
+    with load_bundle(bundle).embedder("ort-cpu", decode="threads") as emb:
+        together = emb.embed([*refs, tmp_path / "herd.jpg"])
+        shared = len(loads)
+        alone = [emb.embed([r]) for r in [*refs, tmp_path / "herd.jpg"]]
+    assert shared < len(refs) + 1 == len(loads) - shared
+    assert together.keys == [e.keys[0] for e in alone] and len(set(together.keys)) == 4
+    np.testing.assert_allclose(together.vectors, np.concatenate([e.vectors for e in alone]), atol=1e-6)
+
+
 def test_synth_camera_writes_frames_with_boxes_in_both_layouts(tmp_path):
     from reidkit.data.items import read_items
 

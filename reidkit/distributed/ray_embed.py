@@ -70,23 +70,24 @@ def _ray() -> Any:
 def _decode_batch(batch: dict[str, np.ndarray], sizes: list[tuple[int, int, Any]], max_pixels: int,
                   min_hw: tuple[int, int] | None) -> dict[str, Any]:
     """Ray task: read, key, decode (cropped to the box, at the members' DCT scale) and resize with
-    the single-process runtime's own ``prepare``, so a photo embeds alike with and without Ray."""
+    the single-process runtime's own ``prepare_span``, so a photo embeds alike with and without Ray."""
     import json
 
     from reidkit.imaging import ImageDecodeError, ImageRef
-    from reidkit.runtime.decode_pool import prepare
+    from reidkit.runtime.decode_pool import photo_runs, prepare_span
 
     n = len(batch["id"])
     out: dict[str, Any] = {"id": batch["id"], "content_hash": [""] * n, "error": [""] * n}
     arrays = [np.zeros((n, h, w, 3), np.uint8) for h, w, _ in sizes]
-    for i, (path, box) in enumerate(zip(batch["path"], batch["bbox"])):
-        try:
-            key, got, _ = prepare(ImageRef(Path(path), json.loads(box) if box else None), sizes, max_pixels, min_hw, ())
-            out["content_hash"][i] = key
-            for a, s in zip(arrays, sizes):
-                a[i] = got[s]  # type: ignore[index]
-        except ImageDecodeError as exc:
-            out["error"][i] = exc.reason
+    refs = [ImageRef(Path(p), json.loads(b) if b else None) for p, b in zip(batch["path"], batch["bbox"])]
+    for start, end in photo_runs(refs):  # the boxes of one photo: read, hashed and decoded once
+        for i, got in enumerate(prepare_span(refs[start:end], sizes, max_pixels, min_hw, ()), start=start):
+            if isinstance(got, ImageDecodeError):
+                out["error"][i] = got.reason
+                continue
+            out["content_hash"][i] = got[0]
+            for arr, s in zip(arrays, sizes):
+                arr[i] = got[1][s]  # type: ignore[index]
     out["content_hash"] = np.array(out["content_hash"])
     out["error"] = np.array(out["error"])
     for j, a in enumerate(arrays):

@@ -40,10 +40,10 @@ from PIL import Image
 from reidkit.cpus import usable_cpus
 from reidkit.errors import ReidkitError
 from reidkit.hashing import content_key
-from reidkit.imaging import DEFAULT_MAX_PIXELS, ImageDecodeError, ImageRef, decode_rgb, from_array, resize_to, to_rgb
+from reidkit.imaging import DEFAULT_MAX_PIXELS, ImageDecodeError, ImageRef, decode_crops, from_array, resize_to, to_rgb
 from reidkit.runtime.members import SizeKey
 
-__all__ = ["DECODE_MODES", "DecodePool", "Outcome", "Prepared", "is_file_item", "prepare"]
+__all__ = ["DECODE_MODES", "DecodePool", "Outcome", "Prepared", "is_file_item", "photo_runs", "prepare", "prepare_photo", "prepare_span"]
 
 #: ``auto`` picks processes when the engine runs on a GPU and threads when it needs the cores itself.
 DECODE_MODES = ("auto", "threads", "processes")
@@ -64,26 +64,75 @@ def prepare(item: Any, sizes: Sequence[SizeKey], max_pixels: int, min_hw: tuple[
             known: Collection[str]) -> Prepared:
     """Key, decode once and resize once per size; an input whose key is in ``known`` (the cache)
     is keyed but not decoded. Raises :class:`ImageDecodeError` for an unusable input."""
-    t = time.perf_counter()
     if is_file_item(item):
-        ref = item if isinstance(item, ImageRef) else ImageRef(Path(item))
-        try:
-            data = ref.path.read_bytes()
-        except OSError as exc:
-            raise ImageDecodeError(ref.path, f"cannot read file ({exc.strerror or exc})") from None
-        key = content_key(data)
-        if ref.bbox is not None:  # another box on the same photo is another subject
-            key = content_key(f"{key} bbox {ref.bbox!r}".encode())
-        if key in known:
-            return key, None, time.perf_counter() - t
-        img = decode_rgb(data, str(ref), max_pixels, box=ref.bbox, min_hw=min_hw)
-    else:
-        img = to_rgb(item) if isinstance(item, Image.Image) else from_array(item)
-        key = content_key(b"rgb%dx%d:" % img.size + img.tobytes())
-        if key in known:
-            return key, None, time.perf_counter() - t
+        got = prepare_photo([item if isinstance(item, ImageRef) else ImageRef(Path(item))], sizes, max_pixels, min_hw, known)[0]
+        if isinstance(got, ImageDecodeError):
+            raise got
+        return got
+    t = time.perf_counter()
+    img = to_rgb(item) if isinstance(item, Image.Image) else from_array(item)
+    key = content_key(b"rgb%dx%d:" % img.size + img.tobytes())
+    if key in known:
+        return key, None, time.perf_counter() - t
     arrays = {s: resize_to(img, s[0], s[1], s[2]) for s in sizes}
     return key, arrays, time.perf_counter() - t
+
+
+def prepare_photo(refs: Sequence[ImageRef], sizes: Sequence[SizeKey], max_pixels: int, min_hw: tuple[int, int] | None,
+                  known: Collection[str]) -> list[Outcome]:
+    """:func:`prepare` for boxes on one file, each with its own outcome: the file is read and
+    hashed once and decoded once per DCT reduction (:func:`reidkit.imaging.decode_crops`)."""
+    t = time.perf_counter()
+    path = refs[0].path
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        return [ImageDecodeError(r.path, f"cannot read file ({exc.strerror or exc})") for r in refs]
+    file_key = content_key(data)
+    # another box on the same photo is another subject
+    keys = [file_key if r.bbox is None else content_key(f"{file_key} bbox {r.bbox!r}".encode()) for r in refs]
+    todo = [j for j, k in enumerate(keys) if k not in known]
+    crops = decode_crops(data, str(path), [refs[j].bbox for j in todo], max_pixels, min_hw=min_hw) if todo else []
+    arrays: dict[int, dict[SizeKey, np.ndarray] | ImageDecodeError] = {}
+    for j, img in zip(todo, crops):
+        arrays[j] = (ImageDecodeError(str(refs[j]), img.reason) if isinstance(img, ImageDecodeError)
+                     else {s: resize_to(img, s[0], s[1], s[2]) for s in sizes})
+    share = (time.perf_counter() - t) / len(refs)  # what each box cost, for the run's decode time
+    out: list[Outcome] = []
+    for j, key in enumerate(keys):
+        got = arrays.get(j)  # None: the cache holds it
+        out.append(got if isinstance(got, ImageDecodeError) else (key, got, share))
+    return out
+
+
+def photo_runs(items: Sequence[Any], most: int = 64) -> Generator[tuple[int, int], None, None]:
+    """``[start, end)`` spans of consecutive inputs that name the same file (the boxes of one
+    photo, as COCO and metadata tables list them), at most ``most`` long; other inputs alone."""
+    start, n = 0, len(items)
+    while start < n:
+        end = start + 1
+        if is_file_item(items[start]):
+            path = _path_of(items[start])
+            while end < n and end - start < most and is_file_item(items[end]) and _path_of(items[end]) == path:
+                end += 1
+        yield start, end
+        start = end
+
+
+def prepare_span(items: Sequence[Any], sizes: Sequence[SizeKey], max_pixels: int, min_hw: tuple[int, int] | None,
+                 known: Collection[str]) -> list[Outcome]:
+    """Each outcome of one :func:`photo_runs` span: a lone input by :func:`prepare`, the boxes
+    of one photo together."""
+    if len(items) > 1:
+        return prepare_photo([x if isinstance(x, ImageRef) else ImageRef(Path(x)) for x in items], sizes, max_pixels, min_hw, known)
+    try:
+        return [prepare(items[0], sizes, max_pixels, min_hw, known)]
+    except ImageDecodeError as exc:
+        return [exc]
+
+
+def _path_of(item: str | os.PathLike[str] | ImageRef) -> Path:
+    return item.path if isinstance(item, ImageRef) else Path(item)
 
 
 class _Layout:

@@ -33,7 +33,7 @@ from reidkit.imaging import decode_floor as imaging_decode_floor
 from reidkit.runtime.backends.registry import AUTO, get_backend
 from reidkit.runtime.backends.select import select_backends
 from reidkit.runtime.cache import EmbeddingCache
-from reidkit.runtime.decode_pool import DECODE_MODES, DecodePool, Outcome, prepare
+from reidkit.runtime.decode_pool import DECODE_MODES, DecodePool, Outcome, photo_runs, prepare_span
 from reidkit.runtime.members import SizeKey, fuse, input_sizes, resize_stacks, run_members
 
 if TYPE_CHECKING:
@@ -207,28 +207,32 @@ class Embedder:
 
     def _thread_outcomes(self, inputs: Sequence[Input], known: set[str], min_hw: tuple[int, int] | None,
                          window: int) -> Generator[Outcome, None, None]:
+        """The boxes of one photo go to one thread together (:func:`prepare_span`), so the
+        frame is read, hashed and decoded once for all of them."""
         with ThreadPoolExecutor(self.workers, thread_name_prefix="decode") as pool:
-            futures: deque[Future] = deque()
-            it = iter(inputs)
+            futures: deque[tuple[Future, int]] = deque()
+            spans = photo_runs(inputs)
+            ahead = 0  # inputs submitted and not yet yielded
 
             def top_up() -> None:
-                while len(futures) < window:
-                    item = next(it, _END)
-                    if item is _END:
+                nonlocal ahead
+                while ahead < window:
+                    span = next(spans, None)
+                    if span is None:
                         return
-                    futures.append(pool.submit(prepare, item, self.sizes, self.max_pixels, min_hw, known))
+                    a, b = span
+                    futures.append((pool.submit(prepare_span, inputs[a:b], self.sizes, self.max_pixels, min_hw, known), b - a))
+                    ahead += b - a
 
             top_up()
             try:
                 while futures:
-                    fut = futures.popleft()
+                    fut, count = futures.popleft()
+                    ahead -= count
                     top_up()
-                    try:
-                        yield fut.result()
-                    except ImageDecodeError as exc:
-                        yield exc
+                    yield from fut.result()
             finally:
-                for f in futures:
+                for f, _ in futures:
                     f.cancel()
 
     def embed(self, inputs: Sequence[Input], progress: bool = False, desc: str = "embedding") -> Embeddings:
