@@ -375,6 +375,28 @@ def load_rgb(path: str | os.PathLike[str] | ImageRef, max_pixels: int = DEFAULT_
     return decode_rgb(data, str(ref), max_pixels, box=ref.bbox, min_hw=min_hw)
 
 
+def load_crops(refs: "Sequence[ImageRef]", min_hw: tuple[int, int] | None = None,
+               max_pixels: int = DEFAULT_MAX_PIXELS) -> list[Image.Image | ImageDecodeError]:
+    """:func:`load_rgb` for many items, each with its outcome; the consecutive boxes of one photo
+    are read and decoded together (:func:`decode_crops`)."""
+    out: list[Image.Image | ImageDecodeError] = []
+    i = 0
+    while i < len(refs):
+        j = i + 1
+        while j < len(refs) and refs[j].path == refs[i].path:
+            j += 1
+        span = refs[i:j]
+        try:
+            data = span[0].path.read_bytes()
+        except OSError as exc:
+            out += [ImageDecodeError(r.path, f"cannot read file ({exc.strerror or exc})") for r in span]
+        else:
+            got = decode_crops(data, str(span[0].path), [r.bbox for r in span], max_pixels, min_hw=min_hw)
+            out += [ImageDecodeError(str(r), g.reason) if isinstance(g, ImageDecodeError) else g for r, g in zip(span, got)]
+        i = j
+    return out
+
+
 def resize_to(img: Image.Image, height: int, width: int, policy: ResizePolicy) -> np.ndarray:
     """Resize an RGB image to a uint8 HxWx3 array with the member's policy."""
     resample = _INTERPOLATION[policy.interpolation]

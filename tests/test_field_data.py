@@ -282,6 +282,23 @@ def test_a_truncation_spoils_only_the_boxes_below_it():
         decode_rgb(cut, box=lower, min_hw=(64, 64))
 
 
+def test_training_loads_a_photos_boxes_together(tmp_path, monkeypatch):
+    import reidkit.imaging as imaging
+    from reidkit.imaging import ImageRef
+
+    data, boxes = _herd()
+    (tmp_path / "herd.jpg").write_bytes(data)
+    refs = [ImageRef(tmp_path / "herd.jpg", b) for b in boxes] + [ImageRef(tmp_path / "gone.jpg"), ImageRef(tmp_path / "herd.jpg")]
+    loads = []
+    real = imaging._load
+    monkeypatch.setattr(imaging, "_load", lambda img, d, rows: loads.append(rows) or real(img, d, rows))
+    got = imaging.load_crops(refs, min_hw=(128, 112))
+    assert len(loads) == 3  # the herd's two reductions, then the whole photo again after the missing file
+    assert isinstance(got[3], imaging.ImageDecodeError) and "cannot read" in got[3].reason
+    for ref, img in zip(refs[:3] + refs[4:], got[:3] + got[4:]):
+        assert np.array_equal(np.asarray(img), np.asarray(imaging.load_rgb(ref, min_hw=(128, 112))))
+
+
 @pytest.mark.slow
 def test_the_embedder_reads_each_photo_once_for_all_its_boxes(tmp_path, bundle, monkeypatch):
     import reidkit.imaging as imaging

@@ -18,7 +18,7 @@ from PIL import Image, ImageEnhance
 from reidkit.data.samples import Sample
 from reidkit.data.folders import warn_skipped
 from reidkit.errors import ReidkitError
-from reidkit.imaging import ImageDecodeError, ResizePolicy, load_rgb, resize_to
+from reidkit.imaging import ImageDecodeError, ResizePolicy, load_crops, resize_to
 
 log = logging.getLogger("reidkit")
 
@@ -40,11 +40,10 @@ def decode_all(samples: Sequence[Sample], min_hw: tuple[int, int] | None = None)
     Held in memory for all epochs, a camera frame's crop costs kilobytes at the reduced scale
     rather than the megabytes of its full-resolution pixels."""
     kept, images, bad = [], [], []
-    for s in samples:
-        try:
-            img = load_rgb(s.ref, min_hw=min_hw)  # cropped to the subject when the data has a box
-        except ImageDecodeError as exc:
-            bad.append(f"{exc.path} ({exc.reason})")
+    # cropped to the subject when the data has a box; a photo's boxes decoded together
+    for s, img in zip(samples, load_crops([s.ref for s in samples], min_hw)):
+        if isinstance(img, ImageDecodeError):
+            bad.append(f"{img.path} ({img.reason})")
             continue
         kept.append(s)
         images.append(img)
