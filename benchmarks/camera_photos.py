@@ -280,7 +280,7 @@ def _verdicts(report: dict) -> list[str]:
     if ri:
         for name, ok, got in ((f"reid infer P@1 >= {TARGETS['p1_boxes']}", ri["frames"]["P@1"] >= TARGETS["p1_boxes"], f"{ri['frames']['P@1']:.3f}"),
                               (f"reid infer images/s >= {TARGETS['vs_small']}x pre-cropped", ri["ratio"] >= TARGETS["vs_small"],
-                               f"{ri['ratio']:.2f}x")):
+                               f"{ri['ratio']:.3f}x")):
             out.append(f"| 4000x3000 | {name} | {got} | {'met' if ok else 'MISSED'} |")
     return out
 
