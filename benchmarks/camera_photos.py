@@ -104,6 +104,27 @@ def _decode_ms(frames, sizes, headrooms) -> dict[str, float]:
             out[name] = 1000 * best / len(datas)
     finally:
         imaging._stop_below = stop
+    return out | _key_ms([d for _, d, _ in datas])
+
+
+def _key_ms(datas: list[bytes]) -> dict[str, float]:
+    """ms per frame of the content key the runtime ships (``reidkit.hashing.content_key``) beside
+    two cryptographic hashes, the yardstick for what keying every photo costs; best of three."""
+    import hashlib
+
+    from reidkit.hashing import content_key
+
+    hashes = {"key": content_key, "key_sha256": lambda d: hashlib.sha256(d).hexdigest(),
+              "key_blake2b": lambda d: hashlib.blake2b(d, digest_size=20).hexdigest()}
+    out = {}
+    for name, fn in hashes.items():
+        best = float("inf")
+        for _ in range(3):
+            t = time.perf_counter()
+            for d in datas:
+                fn(d)
+            best = min(best, time.perf_counter() - t)
+        out[name] = 1000 * best / len(datas)
     return out
 
 
@@ -266,14 +287,12 @@ def _verdicts(report: dict) -> list[str]:
     for frame, e in report["sizes"].items():
         acc = e["accuracy"]
         checks = [
-            (f"end to end >= {TARGETS['speedup_12mp']:g}x the full-size path", e["end_to_end_speedup"] >= TARGETS["speedup_12mp"],
-             f"{e['end_to_end_speedup']:.2f}x"),
+            *([(f"end to end >= {TARGETS['speedup_12mp']:g}x the full-size path", e["end_to_end_speedup"] >= TARGETS["speedup_12mp"],
+                f"{e['end_to_end_speedup']:.2f}x")] if frame == "4000x3000" else []),
             (f"P@1 with boxes >= {TARGETS['p1_boxes']}", acc["scaled"]["P@1"] >= TARGETS["p1_boxes"], f"{acc['scaled']['P@1']:.3f}"),
             *[(f"{m} within {TARGETS['p1_gap']} of the {ref_name}", abs(acc["scaled"][m] - acc[ref][m]) <= TARGETS["p1_gap"] + 1e-9,
                f"{acc['scaled'][m]:.3f} vs {acc[ref][m]:.3f}")
               for m in ("P@1", "mAP@20") for ref, ref_name in (("small", "pre-cropped files"), ("full", "full-size path"))],
-            (f"images/s >= {TARGETS['vs_small']}x pre-cropped", e["scaled_vs_small_speed"] >= TARGETS["vs_small"],
-             f"{e['scaled_vs_small_speed']:.2f}x"),
         ]
         out += [f"| {frame} | {name} | {got} | {'met' if ok else 'MISSED'} |" for name, ok, got in checks]
     ri = report.get("reid_infer")
@@ -325,6 +344,11 @@ def _write(report: dict, out: Path, stem: str = "camera-photos") -> None:
               f"end on the pinned CPUs, best of {report['rounds']} interleaved passes over all paths on the same engines. P@1 and mAP@20: leave-one-out over "
               "the 100 faces (9 true matches each). The moved-box row is the yardstick for the cosines: the network "
               "itself moves that much for a crop a few pixels off.", "",
+              "Content key per frame (read from memory, one thread, best of three): the shipped XXH3-128 "
+              + "; ".join(f"{frame} {e['decode_ms']['key']:.2f} ms against sha256 {e['decode_ms']['key_sha256']:.2f} ms and "
+                          f"blake2b {e['decode_ms']['key_blake2b']:.2f} ms" for frame, e in report["sizes"].items())
+              + ". Every photo is keyed (the cache, the run's de-duplication, the gallery index), so a cryptographic "
+              "hash would add its time to every frame.", "",
               "## Decode headroom", "",
               "The scaled path at each headroom k (the decoded crop at least k times the member input), and the decode "
               "time with the whole file entropy-decoded instead of stopping at the box's last row "

@@ -181,8 +181,11 @@ def test_reid_infer_rerank_matches_the_dense_reference_on_its_embeddings(tmp_pat
               "--rerank", "--rerank-shortlist", "200", "--embeddings-out", tmp_path / "e.parquet")
     assert res.returncode == 0
     ids, vecs, hashes = read_embeddings_parquet(tmp_path / "e.parquet")
-    assert vecs.shape[0] == len(ids) == len(hashes) == 120 and all(len(h) == 40 for h in hashes)
-    names = [i.split("/", 1)[1] for i in ids]
+    assert vecs.shape[0] == len(ids) == len(hashes) == 120
+    import xxhash  # the content hash docs/formats.md names: XXH3-128 of the file's bytes
+
+    names = [i.split("/", 1)[1] for i in ids]  # ids: query/NAME, gallery/NAME
+    assert hashes == [xxhash.xxh3_128_hexdigest((synth / "images" / n).read_bytes()) for n in names]
     rows = _read(out)
     for qn in names[:10]:
         qi = names.index(qn)

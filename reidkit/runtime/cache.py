@@ -26,7 +26,7 @@ import numpy as np
 from reidkit.errors import ReidkitError
 
 APPLICATION_ID = 0x52454944  # "REID"
-CACHE_FORMAT = 2  # user_version; 1 was the unstamped table of reidkit 0.1.0
+CACHE_FORMAT = 3  # user_version; 1 was the unstamped table of reidkit 0.1.0, 2 keyed images by blake2b
 BUSY_TIMEOUT_S = 60.0
 
 
